@@ -1,0 +1,49 @@
+"""SpanView: the plain, immutable record every entry door converts spans into.
+
+Why: the conventions, trace assembly and correction must not depend on SDK classes or protobuf
+messages, so the SDK processor, the OTLP service and the file converter share one code path. Edges
+keep the original object in ``source`` to rebuild a corrected copy in their own format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+AttributeValue = Any  # str | bool | int | float | tuple of those (SDK) — or whatever a door produced
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    name: str
+    time_unix_nano: int
+    attributes: Mapping[str, AttributeValue]
+
+
+@dataclass(frozen=True, slots=True)
+class SpanView:
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    name: str
+    start_time: int
+    end_time: int
+    attributes: Mapping[str, AttributeValue]
+    events: tuple[EventView, ...] = ()
+    resource_attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    #: True when the parent lives in another process (remote parent): the span is a *local* root.
+    parent_is_remote: bool = False
+    #: The object this view was made from (ReadableSpan, protobuf Span, ...); edges only.
+    source: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def is_local_root(self) -> bool:
+        return self.parent_span_id is None or self.parent_is_remote
+
+    @property
+    def span_id_hex(self) -> str:
+        return format(self.span_id, "016x")
+
+    @property
+    def trace_id_hex(self) -> str:
+        return format(self.trace_id, "032x")
