@@ -1,0 +1,359 @@
+"""Crash-safe spool for ``otel-tokenfix serve --spool DIR``: accepted OTLP requests survive a SIGKILL.
+
+Why: the service acknowledges a request before its traces are complete (a trace may span many requests
+and is held until its root arrives), so a crash would lose every held span. With a spool the service
+appends each request body to an append-only log and fsyncs it *before* acknowledging; once every trace a
+request touched has had its triplets flushed to the sink, a commit marker is written. At start the
+service replays the uncommitted requests; triplets the sink already holds (the crash came between the
+sink flush and the commit marker) are skipped by (trace_id, span_id), so each triplet appears once.
+
+Three small parts, kept apart so each is testable on its own:
+
+- :class:`Spool` — the log. Segment files ``spool-<first seq>.log`` of records
+  ``magic(2) kind(1) seq(8) length(4) crc32(4) payload``; a torn tail (crash mid-write) is detected by
+  length/checksum and truncated on open; fully committed segments are deleted (compaction).
+- :class:`SpoolLedger` — pure bookkeeping: which request touched which traces, which requests are done.
+- :func:`sink_keys` / :class:`TripletDedup` — what a JSONL triplet sink already holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import threading
+import zlib
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAGIC = b"TS"
+REQUEST = 1
+COMMIT = 2
+_HEADER = struct.Struct(">2sBQII")  # magic, kind, seq, length, crc32
+_SEGMENT_RE = re.compile(r"^spool-(\d+)\.log$")
+#: A record larger than this is treated as corruption (the service's own body limit is far below it).
+MAX_RECORD = 1 << 30
+
+
+class SpoolError(OSError):
+    """The spool directory cannot be used (not writable, or a record cannot be made durable)."""
+
+
+@dataclass
+class SpoolStats:
+    """What the spool saw; the service exposes these with its other counters."""
+
+    appended: int = 0
+    committed: int = 0
+    recovered: int = 0  # uncommitted requests found at open (to replay)
+    torn_bytes: int = 0  # bytes of a torn tail truncated at open
+    corrupt_records: int = 0  # records skipped because their checksum did not match
+    segments_removed: int = 0
+
+
+@dataclass
+class _Segment:
+    number: int
+    path: Path
+    requests: set[int] = field(default_factory=set)
+
+
+def _encode(kind: int, seq: int, payload: bytes) -> bytes:
+    head = struct.pack(">BQI", kind, seq, len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return _HEADER.pack(MAGIC, kind, seq, len(payload), crc) + payload
+
+
+def _scan(data: bytes) -> tuple[list[tuple[int, int, bytes]], int, int]:
+    """Parse records from ``data``: (records, offset of the first unusable byte, corrupt count).
+
+    A record with a bad checksum but a plausible header is skipped (counted); anything else that does
+    not parse ends the scan — the rest is a torn tail.
+    """
+    records: list[tuple[int, int, bytes]] = []
+    offset = corrupt = 0
+    size = len(data)
+    while offset + _HEADER.size <= size:
+        magic, kind, seq, length, crc = _HEADER.unpack_from(data, offset)
+        end = offset + _HEADER.size + length
+        if magic != MAGIC or kind not in (REQUEST, COMMIT) or length > MAX_RECORD or end > size:
+            break
+        payload = bytes(data[offset + _HEADER.size : end])
+        head = struct.pack(">BQI", kind, seq, length)
+        if zlib.crc32(payload, zlib.crc32(head)) != crc:
+            corrupt += 1
+        else:
+            records.append((kind, seq, payload))
+        offset = end
+    return records, offset, corrupt
+
+
+class Spool:
+    """Append-only, checksummed, fsynced log of accepted request bodies with commit markers.
+
+    Thread-safe. ``append`` returns only after the record is on disk (``fsync=True``), so the caller
+    may acknowledge the request. ``pending()`` lists the requests that were appended but not committed
+    before the last stop, in append order: the service replays them at start.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True, segment_bytes: int = 16 << 20):
+        self.directory = Path(directory)
+        self.fsync = fsync
+        self.segment_bytes = max(1, int(segment_bytes))
+        self.stats = SpoolStats()
+        self._lock = threading.Lock()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpoolError(f"cannot create spool directory {self.directory}: {exc}") from exc
+        self._segments: list[_Segment] = []
+        self._uncommitted: dict[int, bytes] = {}
+        self._committed: set[int] = set()
+        self._next_seq = 1
+        self._recover()
+        self._pending = sorted(self._uncommitted.items())
+        self.stats.recovered = len(self._pending)
+        self._open_active()
+
+    # -- recovery -----------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        numbers = sorted(
+            int(m.group(1)) for p in self.directory.iterdir() if (m := _SEGMENT_RE.match(p.name))
+        )
+        max_seq = 0
+        for i, number in enumerate(numbers):
+            path = self._segment_path(number)
+            data = path.read_bytes()
+            records, good, corrupt = _scan(data)
+            self.stats.corrupt_records += corrupt
+            if good < len(data):
+                self.stats.torn_bytes += len(data) - good
+                if i == len(numbers) - 1:  # torn tail of the last segment: cut it so appends stay parseable
+                    with open(path, "r+b") as fh:
+                        fh.truncate(good)
+                        self._sync(fh)
+            segment = _Segment(number, path)
+            for kind, seq, payload in records:
+                max_seq = max(max_seq, seq)
+                if kind == REQUEST:
+                    segment.requests.add(seq)
+                    if seq not in self._committed:
+                        self._uncommitted[seq] = payload
+                else:
+                    self._committed.add(seq)
+                    self._uncommitted.pop(seq, None)
+            self._segments.append(segment)
+        # a segment is named after the first sequence number it holds, so numbers survive compaction
+        self._next_seq = max(max_seq + 1, numbers[-1] if numbers else 1)
+        # commits only matter for requests still on disk
+        on_disk = set().union(*(s.requests for s in self._segments)) if self._segments else set()
+        self._committed &= on_disk
+
+    def _segment_path(self, number: int) -> Path:
+        return self.directory / f"spool-{number:012d}.log"
+
+    def _open_active(self) -> None:
+        if not self._segments:
+            self._segments.append(_Segment(1, self._segment_path(1)))
+        active = self._segments[-1]
+        self._fh = open(active.path, "ab")
+        self._sync_dir()
+
+    def _sync(self, fh) -> None:
+        fh.flush()
+        if self.fsync:
+            os.fsync(fh.fileno())
+
+    def _sync_dir(self) -> None:
+        if not self.fsync:
+            return
+        try:
+            fd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    # -- API ----------------------------------------------------------------------------------------
+    def pending(self) -> list[tuple[int, bytes]]:
+        """Requests appended but not committed before this spool was opened, oldest first."""
+        return list(self._pending)
+
+    def append(self, payload: bytes) -> int:
+        """Write one request durably; returns its sequence number. Raises SpoolError if it cannot."""
+        with self._lock:
+            seq = self._next_seq
+            try:
+                self._fh.write(_encode(REQUEST, seq, payload))
+                self._sync(self._fh)
+            except (OSError, ValueError) as exc:
+                raise SpoolError(f"spool append failed: {exc}") from exc
+            self._next_seq += 1
+            self._segments[-1].requests.add(seq)
+            self.stats.appended += 1
+            if self._fh.tell() >= self.segment_bytes:
+                self._compact_locked()
+            return seq
+
+    def commit(self, seqs: int | Iterable[int]) -> None:
+        """Mark requests done (their traces' triplets are flushed). Not fsynced: a lost marker only
+        means a replay, and the replay is deduplicated against the sink."""
+        todo = [seqs] if isinstance(seqs, int) else list(seqs)
+        with self._lock:
+            new = [s for s in todo if s not in self._committed]
+            if not new:
+                return
+            try:
+                self._fh.write(b"".join(_encode(COMMIT, s, b"") for s in new))
+                self._fh.flush()
+            except (OSError, ValueError) as exc:
+                raise SpoolError(f"spool commit failed: {exc}") from exc
+            self._committed.update(new)
+            self.stats.committed += len(new)
+            self._compact_locked()
+
+    def uncommitted(self) -> int:
+        """How many requests on disk still wait for their commit marker."""
+        with self._lock:
+            return sum(len(s.requests - self._committed) for s in self._segments)
+
+    def compact(self) -> int:
+        """Delete fully committed segments (rolling the active one if it is fully committed); returns
+        the number of segments removed."""
+        with self._lock:
+            return self._compact_locked(force=True)
+
+    def _compact_locked(self, force: bool = False) -> int:
+        active = self._segments[-1]
+        size = self._fh.tell()
+        # a new segment needs a new first sequence number: never roll a segment that holds no request
+        rollable = size > 0 and self._next_seq > active.number
+        if rollable and (size >= self.segment_bytes or (force and active.requests <= self._committed)):
+            self._fh.close()  # roll: the old segment goes once its requests (and all before) commit
+            nxt = _Segment(self._next_seq, self._segment_path(self._next_seq))
+            self._segments.append(nxt)
+            self._fh = open(nxt.path, "ab")
+        removed = 0
+        while len(self._segments) > 1 and self._segments[0].requests <= self._committed:
+            seg = self._segments.pop(0)
+            self._committed -= seg.requests
+            seg.path.unlink(missing_ok=True)
+            removed += 1
+        if removed or size >= self.segment_bytes:
+            self._sync_dir()
+        self.stats.segments_removed += removed
+        return removed
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._sync(self._fh)
+            except (OSError, ValueError):
+                pass
+            self._fh.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SpoolLedger:
+    """Pure bookkeeping: a request is done when every trace it touched has been released and flushed.
+
+    ``add(seq, trace_ids)`` when a request is accepted; ``released(trace_id)`` after the trace's
+    triplets are flushed to the sink: returns the requests that just became done (commit them). A trace
+    that receives more spans after its release simply becomes outstanding again.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[int, set[Hashable]] = {}
+        self._by_trace: dict[Hashable, set[int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, seq: int, trace_ids: Iterable[Hashable]) -> list[int]:
+        """Register a request; returns ``[seq]`` at once if it touched no trace (nothing to wait for)."""
+        traces = set(trace_ids)
+        with self._lock:
+            if not traces:
+                return [seq]
+            self._open[seq] = traces
+            for t in traces:
+                self._by_trace.setdefault(t, set()).add(seq)
+        return []
+
+    def released(self, trace_id: Hashable) -> list[int]:
+        done: list[int] = []
+        with self._lock:
+            for seq in self._by_trace.pop(trace_id, ()):
+                traces = self._open.get(seq)
+                if traces is None:
+                    continue
+                traces.discard(trace_id)
+                if not traces:
+                    del self._open[seq]
+                    done.append(seq)
+        return sorted(done)
+
+    def outstanding(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+
+def _iter_jsonl(path: Path) -> Iterator[dict]:
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # a partial last line was never acknowledged as written
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
+def sink_keys(path: str | os.PathLike[str], trace_ids: Iterable[str] | None = None) -> set[tuple[str, str]]:
+    """(trace_id, span_id) of every triplet in a JSONL sink, optionally only for some trace ids
+    (lower-case hex, as the triplet records write them)."""
+    wanted = {t.lower() for t in trace_ids} if trace_ids is not None else None
+    keys: set[tuple[str, str]] = set()
+    for obj in _iter_jsonl(Path(path)):
+        tid, sid = obj.get("trace_id"), obj.get("span_id")
+        if isinstance(tid, str) and isinstance(sid, str) and (wanted is None or tid.lower() in wanted):
+            keys.add((tid.lower(), sid.lower()))
+    return keys
+
+
+class TripletDedup:
+    """Drops triplets whose (trace_id, span_id) the sink already holds; used only while replaying."""
+
+    def __init__(self, keys: Iterable[tuple[str, str]] = ()):
+        self._keys = {(t.lower(), s.lower()) for t, s in keys}
+        self._lock = threading.Lock()
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def fresh(self, record: dict) -> bool:
+        """True if this triplet is not in the sink yet (counts the ones it holds back)."""
+        tid, sid = record.get("trace_id"), record.get("span_id")
+        if not isinstance(tid, str) or not isinstance(sid, str):
+            return True
+        with self._lock:
+            if (tid.lower(), sid.lower()) in self._keys:
+                self.skipped += 1
+                return False
+            return True
