@@ -1,0 +1,92 @@
+"""Terminal view of a triplets file (rich): a summary table, then each call's response token by token.
+
+Why rich: colour by provenance is the whole point of the view, and rich degrades to plain text when the
+output is not a terminal (pipes, CI logs), so the same code serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .model import KINDS, CallView, Summary
+
+#: one style per provenance; two backgrounds alternate so token boundaries stay visible.
+STYLES: dict[str, tuple[str, str]] = {
+    "sampled": ("green", "green on grey11"),
+    "shifted": ("yellow", "yellow on grey11"),
+    "inserted": ("bold cyan", "bold cyan on grey11"),
+    "removed": ("red strike", "red strike on grey11"),
+}
+LABELS = {"sampled": "sampled", "shifted": "shifted", "inserted": "inserted", "removed": "removed"}
+
+
+def legend() -> Text:
+    text = Text("legend: ")
+    for kind in KINDS:
+        text.append(f" {LABELS[kind]} ", style=STYLES[kind][0])
+    return text
+
+
+def summary_table(summary: Summary, calls: Sequence[CallView]) -> Table:
+    models = sorted({c.model for c in calls if c.model})
+    title = f"{summary.calls} call(s) in {summary.traces} trace(s)" + (f" · {', '.join(models)}" if models else "")
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold")
+    table.add_column("call", justify="right")
+    table.add_column("status")
+    table.add_column("edits", justify="right")
+    for kind in KINDS:
+        table.add_column(kind, justify="right", style=STYLES[kind][0], no_wrap=True)
+    table.add_column("reward", justify="right")
+    table.add_column("continuation", overflow="fold")
+    for c in calls:
+        table.add_row(
+            str(c.index),
+            c.status,
+            str(c.edits),
+            *(str(c.count(k)) for k in KINDS),
+            "-" if c.reward is None else f"{c.reward:g}",
+            c.continuation,
+        )
+    table.add_section()
+    table.add_row(
+        "all",
+        "",
+        str(sum(c.edits for c in calls)),
+        *(str(summary.totals[k]) for k in KINDS),
+        f"{sum(summary.rewards):g}" if summary.rewards else "-",
+        ", ".join(f"{k} {v}" for k, v in sorted(summary.statuses.items())),
+    )
+    return table
+
+
+def response_text(call: CallView) -> Text:
+    text = Text()
+    for n, piece in enumerate(call.pieces):
+        style = STYLES.get(piece.kind, STYLES["sampled"])[n % 2]
+        text.append(piece.text, style=style)
+    return text
+
+
+def call_panel(call: CallView) -> Panel:
+    title = f"call {call.index} · {call.model or 'model ?'} · {call.status}"
+    counts = "  ".join(f"{k} {call.count(k)}" for k in KINDS)
+    meta = Text(f"span {call.span_id} · prompt {call.prompt_tokens} tokens · {counts}", style="dim")
+    parts: list[Text] = [meta]
+    if call.note:
+        parts.append(Text(call.note, style="italic dim"))
+    parts.append(response_text(call))
+    return Panel(Group(*parts), title=title, title_align="left")
+
+
+def render(calls: Sequence[CallView], summary: Summary, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(summary_table(summary, calls))
+    console.print(legend())
+    for call in calls:
+        console.print(call_panel(call))
