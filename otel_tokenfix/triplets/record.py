@@ -1,0 +1,150 @@
+"""The triplet record: one LLM call (or one merged trajectory) as RL training data.
+
+Why a plain dataclass with its own JSON shape: the SDK exporter, the OTLP service and the file converter
+all write the same record, and trainers read it without importing us. The shape is documented in
+``docs/triplets.md`` and ``docs/triplet.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+MaskPolicy = Literal["kept", "sampled", "all"]
+MASK_POLICIES: tuple[str, ...] = ("kept", "sampled", "all")
+
+#: Provenance codes in records (same as on spans): 0 inserted, 1 sampled, 2 shifted.
+INSERTED, SAMPLED, SHIFTED = 0, 1, 2
+_NAMES_TO_CODES = {"inserted": INSERTED, "sampled": SAMPLED, "shifted": SHIFTED}
+
+
+def provenance_codes(provenance: Sequence[Any]) -> list[int]:
+    """Normalise provenance given as names (``"sampled"``) or codes (``1``) to codes."""
+    out: list[int] = []
+    for p in provenance:
+        if isinstance(p, str):
+            out.append(_NAMES_TO_CODES[p])
+        else:
+            code = int(p)
+            if code not in (INSERTED, SAMPLED, SHIFTED):
+                raise ValueError(f"unknown provenance code {p!r}")
+            out.append(code)
+    return out
+
+
+def build_mask(provenance: Sequence[int], policy: str = "kept") -> list[int]:
+    """Training mask for a response under a policy.
+
+    ``kept``: sampled and shifted tokens 1, inserted 0 (train every token the model actually produced);
+    ``sampled``: only tokens before the first edit (exactly on-policy: their context is unchanged);
+    ``all``: every token (the edit is trained as if sampled, like re-tokenizing trainers do).
+    """
+    if policy == "kept":
+        return [0 if p == INSERTED else 1 for p in provenance]
+    if policy == "sampled":
+        return [1 if p == SAMPLED else 0 for p in provenance]
+    if policy == "all":
+        return [1] * len(provenance)
+    raise ValueError(f"unknown mask policy {policy!r}; expected one of {MASK_POLICIES}")
+
+
+def normalize_log_probs(log_probs: Sequence[Any] | None, length: int) -> list[float | None] | None:
+    """Log-probs of exactly ``length`` entries (None for positions without one), or None.
+
+    Why so strict: agent-lightning v1.0 silently drops log-probs whose length differs from the response;
+    a wrong-length list is worse than none, so we never emit one. NaN (how spans mark inserted
+    positions) becomes None.
+    """
+    if log_probs is None or len(log_probs) != length:
+        return None
+    out: list[float | None] = []
+    for v in log_probs:
+        if v is None:
+            out.append(None)
+            continue
+        f = float(v)
+        out.append(None if math.isnan(f) else f)
+    return out
+
+
+@dataclass
+class TripletRecord:
+    """One training row. ``index`` is the call's (or trajectory's) position in its trace, in call order."""
+
+    trace_id: str
+    span_id: str
+    index: int
+    prompt_ids: list[int]
+    response_ids: list[int]
+    mask: list[int]
+    provenance: list[int]
+    log_probs: list[float | None] | None = None
+    reward: float | None = None
+    text: str | None = None
+    rollout_id: str | None = None
+    attempt_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.response_ids)
+        if len(self.mask) != n or len(self.provenance) != n:
+            raise ValueError("mask and provenance must have the response's length")
+        if self.log_probs is not None and len(self.log_probs) != n:
+            raise ValueError("log_probs must have the response's length or be None")
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """Identity used for de-duplication when a sink retries."""
+        return (self.trace_id, self.span_id, self.index)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON shape (see docs/triplet.schema.json)."""
+        d: dict[str, Any] = {"trace_id": self.trace_id, "span_id": self.span_id}
+        if self.rollout_id is not None:
+            d["rollout_id"] = self.rollout_id
+        if self.attempt_id is not None:
+            d["attempt_id"] = self.attempt_id
+        d["index"] = self.index
+        d["prompt"] = {"token_ids": list(self.prompt_ids)}
+        response: dict[str, Any] = {
+            "token_ids": list(self.response_ids),
+            "log_probs": None if self.log_probs is None else list(self.log_probs),
+            "mask": list(self.mask),
+            "provenance": list(self.provenance),
+        }
+        if self.text is not None:
+            response["text"] = self.text
+        d["response"] = response
+        d["reward"] = self.reward
+        d["metadata"] = dict(self.metadata)
+        return d
+
+    def to_json(self) -> str:
+        """One line of JSON (no NaN: log-probs use null)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TripletRecord:
+        """Inverse of :meth:`to_dict` (for readers of JSONL files and the service's tests)."""
+        resp = d["response"]
+        return cls(
+            trace_id=d["trace_id"],
+            span_id=d["span_id"],
+            index=int(d["index"]),
+            prompt_ids=list(d["prompt"]["token_ids"]),
+            response_ids=list(resp["token_ids"]),
+            mask=list(resp["mask"]),
+            provenance=list(resp["provenance"]),
+            log_probs=None if resp.get("log_probs") is None else list(resp["log_probs"]),
+            reward=d.get("reward"),
+            text=resp.get("text"),
+            rollout_id=d.get("rollout_id"),
+            attempt_id=d.get("attempt_id"),
+            metadata=dict(d.get("metadata") or {}),
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> TripletRecord:
+        return cls.from_dict(json.loads(line))
