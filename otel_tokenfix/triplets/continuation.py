@@ -9,8 +9,9 @@ whether the differences are confined to edited windows (then an edit-aware merge
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from rapidfuzz.distance import Indel
 
@@ -136,7 +137,7 @@ def _confined_end(
     a = list(response[start:])
     b = list(tail[start : start + len(a) + slack])
     end_in_b: int | None = None
-    for tag, i1, i2, j1, j2 in Indel.opcodes(a, b):
+    for tag, i1, i2, j1, _j2 in Indel.opcodes(a, b):
         if tag == "equal":
             if i2 == len(a):
                 end_in_b = j1 + (i2 - i1)

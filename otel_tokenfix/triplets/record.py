@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 MaskPolicy = Literal["kept", "sampled", "all"]
 MASK_POLICIES: tuple[str, ...] = ("kept", "sampled", "all")
@@ -55,7 +56,7 @@ def normalize_log_probs(log_probs: Sequence[Any] | None, length: int) -> list[fl
 
     Why so strict: agent-lightning v1.0 silently drops log-probs whose length differs from the response;
     a wrong-length list is worse than none, so we never emit one. NaN (how spans mark inserted
-    positions) becomes None.
+    positions) and infinities (not valid JSON) become None.
     """
     if log_probs is None or len(log_probs) != length:
         return None
@@ -65,7 +66,7 @@ def normalize_log_probs(log_probs: Sequence[Any] | None, length: int) -> list[fl
             out.append(None)
             continue
         f = float(v)
-        out.append(None if math.isnan(f) else f)
+        out.append(f if math.isfinite(f) else None)
     return out
 
 
@@ -86,6 +87,8 @@ class TripletRecord:
     rollout_id: str | None = None
     attempt_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: per token, index into ``metadata.original_token_ids`` (None: inserted); only on corrected calls
+    source_index: list[int | None] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.response_ids)
@@ -93,6 +96,8 @@ class TripletRecord:
             raise ValueError("mask and provenance must have the response's length")
         if self.log_probs is not None and len(self.log_probs) != n:
             raise ValueError("log_probs must have the response's length or be None")
+        if self.source_index is not None and len(self.source_index) != n:
+            raise ValueError("source_index must have the response's length or be None")
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -114,6 +119,8 @@ class TripletRecord:
             "mask": list(self.mask),
             "provenance": list(self.provenance),
         }
+        if self.source_index is not None:
+            response["source_index"] = list(self.source_index)
         if self.text is not None:
             response["text"] = self.text
         d["response"] = response
@@ -143,6 +150,7 @@ class TripletRecord:
             rollout_id=d.get("rollout_id"),
             attempt_id=d.get("attempt_id"),
             metadata=dict(d.get("metadata") or {}),
+            source_index=None if resp.get("source_index") is None else list(resp["source_index"]),
         )
 
     @classmethod

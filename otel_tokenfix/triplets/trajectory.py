@@ -9,7 +9,8 @@ saw) replace ours with mask 0, and every sampled token outside the windows keeps
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from rapidfuzz.distance import Indel
 
@@ -20,11 +21,14 @@ from .record import INSERTED, TripletRecord
 def align_slice(response: Sequence[int], server_slice: Sequence[int]) -> list[int | None]:
     """For each token of ``server_slice``, the index of the equal response token it aligns to, or None."""
     out: list[int | None] = [None] * len(server_slice)
-    for tag, i1, i2, j1, j2 in Indel.opcodes(list(response), list(server_slice)):
+    for tag, i1, i2, j1, _j2 in Indel.opcodes(list(response), list(server_slice)):
         if tag == "equal":
             for k in range(i2 - i1):
                 out[j1 + k] = i1 + k
     return out
+
+
+_STATUS_ORDER = ("error", "fallback", "corrected", "unchanged")
 
 
 class _Builder:
@@ -38,6 +42,7 @@ class _Builder:
         self.prov = list(rec.provenance)
         self.lps: list[float | None] | None = None if rec.log_probs is None else list(rec.log_probs)
         self.last = rec
+        self.records = [rec]
         self.turns: list[dict[str, Any]] = [self._turn(rec, 0, len(rec.response_ids))]
         self.resynced = 0
 
@@ -65,7 +70,7 @@ class _Builder:
             del self.ids[base:], self.mask[base:], self.prov[base:]
             if self.lps is not None:
                 del self.lps[base:]
-            for tok, m in zip(server, mapping):
+            for tok, m in zip(server, mapping, strict=False):
                 if m is None:
                     self._append([tok], [0], [INSERTED], [None])
                 else:
@@ -81,11 +86,18 @@ class _Builder:
         self._append(nxt.response_ids, nxt.mask, nxt.provenance, nxt_lps)
         self.turns.append(self._turn(nxt, start, len(self.ids)))
         self.last = nxt
+        self.records.append(nxt)
 
     def record(self, index: int) -> TripletRecord:
         rewards = [t["reward"] for t in self.turns]
         reward = next((r for r in reversed(rewards) if r is not None), None)
         meta = dict(self.first.metadata)
+        for key in ("original_token_ids", "tokens", "response_id", "reason", "method"):
+            meta.pop(key, None)
+        statuses = [r.metadata.get("status", "unchanged") for r in self.records]
+        meta["status"] = next((s for s in _STATUS_ORDER if s in statuses), "unchanged")
+        meta["edits"] = sum(int(r.metadata.get("edits", 0)) for r in self.records)
+        meta["complete"] = all(r.metadata.get("complete", True) for r in self.records)
         meta.update({"calls": len(self.turns), "turns": self.turns, "resynced_tokens": self.resynced})
         meta["continuation"] = self.last.metadata.get("continuation")
         return TripletRecord(
@@ -118,14 +130,13 @@ def merge_trajectory(
     for i, rec in enumerate(records):
         if cur is None:
             cur = _Builder(rec)
-        prev_cont = continuations[i - 1] if i > 0 else None
-        if i > 0 and cur.last is not rec:
-            ok = prev_cont is not None and (prev_cont.holds or (edit_aware and prev_cont.confined))
-            if ok:
-                cur.merge(rec, prev_cont)  # type: ignore[arg-type]
-            else:
-                out.append(cur.record(len(out)))
-                cur = _Builder(rec)
+            continue
+        cont = continuations[i - 1]
+        if cont is not None and (cont.holds or (edit_aware and cont.confined)):
+            cur.merge(rec, cont)
+        else:
+            out.append(cur.record(len(out)))
+            cur = _Builder(rec)
     if cur is not None:
         out.append(cur.record(len(out)))
     return out

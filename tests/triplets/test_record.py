@@ -1,0 +1,123 @@
+"""The record shape, mask policies and the log-prob length rule; records validate against the schema."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from otel_tokenfix.triplets.build import CallData, TripletOptions, build_records
+from otel_tokenfix.triplets.record import TripletRecord, build_mask, normalize_log_probs, provenance_codes
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "triplet.schema.json").read_text())
+
+
+def validate(d: dict) -> None:
+    jsonschema.validate(d, SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+def test_mask_policies():
+    prov = [1, 1, 0, 0, 2, 2, 0, 2]
+    assert build_mask(prov, "kept") == [1, 1, 0, 0, 1, 1, 0, 1]
+    assert build_mask(prov, "sampled") == [1, 1, 0, 0, 0, 0, 0, 0]
+    assert build_mask(prov, "all") == [1] * 8
+    with pytest.raises(ValueError):
+        build_mask(prov, "everything")
+    with pytest.raises(ValueError):
+        TripletOptions(mask="nope")
+
+
+def test_provenance_names_and_codes():
+    assert provenance_codes(["sampled", "shifted", "inserted", 1, 2, 0]) == [1, 2, 0, 1, 2, 0]
+    with pytest.raises(ValueError):
+        provenance_codes([7])
+
+
+def test_log_probs_length_rule():
+    assert normalize_log_probs(None, 3) is None
+    assert normalize_log_probs([-0.1, -0.2], 3) is None  # wrong length: never emitted
+    assert normalize_log_probs([-0.1, float("nan"), None], 3) == [-0.1, None, None]
+    with pytest.raises(ValueError):
+        TripletRecord("0" * 32, "0" * 16, 0, [1], [1, 2], [1, 1], [1, 1], log_probs=[0.0])
+    with pytest.raises(ValueError):
+        TripletRecord("0" * 32, "0" * 16, 0, [1], [1, 2], [1], [1, 1])
+
+
+def _call(**kw) -> CallData:
+    base = dict(
+        trace_id="ab" * 16,
+        span_id="cd" * 8,
+        start=10,
+        end=20,
+        prompt_ids=[1, 2, 3],
+        response_ids=[4, 5, 6, 7],
+        provenance=["sampled", "inserted", "shifted", "shifted"],
+        source_index=[0, None, 2, 3],
+        log_probs=[-0.5, float("nan"), -0.25, -1.0],
+        original_ids=[4, 9, 6, 7],
+        text="x",
+        model="m",
+        response_id="resp-1",
+        edits=1,
+        status="corrected",
+        method="splice",
+        removed=1,
+        rollout_id="ro-1",
+        attempt_id="at-1",
+    )
+    base.update(kw)
+    return CallData(**base)
+
+
+def test_record_json_roundtrip_and_schema():
+    (rec,) = build_records([_call()])
+    d = rec.to_dict()
+    validate(d)
+    line = rec.to_json()
+    assert "\n" not in line and "NaN" not in line
+    assert d["response"]["log_probs"] == [-0.5, None, -0.25, -1.0]
+    assert d["response"]["mask"] == [1, 0, 1, 1]
+    assert d["response"]["provenance"] == [1, 0, 2, 2]
+    assert d["response"]["source_index"] == [0, None, 2, 3]
+    assert d["metadata"]["original_token_ids"] == [4, 9, 6, 7]
+    assert d["metadata"]["tokens"] == {"kept": 3, "inserted": 1, "removed": 1}
+    assert d["rollout_id"] == "ro-1" and d["attempt_id"] == "at-1"
+    back = TripletRecord.from_json(line)
+    assert back == rec
+
+
+def test_unchanged_call_has_no_original_and_schema_holds_without_optionals():
+    (rec,) = build_records(
+        [_call(status="unchanged", edits=0, provenance=[1] * 4, source_index=None, log_probs=None,
+               rollout_id=None, attempt_id=None, text=None)],
+        options=TripletOptions(mask="sampled"),
+    )
+    d = rec.to_dict()
+    validate(d)
+    assert "original_token_ids" not in d["metadata"] and "source_index" not in d["response"]
+    assert "rollout_id" not in d and "text" not in d["response"]
+    assert d["response"]["log_probs"] is None
+    assert d["metadata"]["mask_policy"] == "sampled"
+
+
+def test_schema_rejects_a_bad_record():
+    (rec,) = build_records([_call()])
+    d = rec.to_dict()
+    d["response"]["provenance"] = [1, 3, 2, 2]
+    with pytest.raises(jsonschema.ValidationError):
+        validate(d)
+    d = rec.to_dict()
+    d["trace_id"] = "xyz"
+    with pytest.raises(jsonschema.ValidationError):
+        validate(d)
+
+
+def test_non_finite_log_probs_become_null():
+    # NaN marks inserted positions on spans; -inf is not valid JSON: both become null, so a record built
+    # by the builder always serialises
+    assert normalize_log_probs([-math.inf, math.nan, -1.0], 3) == [None, None, -1.0]
+    (rec,) = build_records([_call(log_probs=[-math.inf, -1.0, -2.0, math.inf])])
+    assert json.loads(rec.to_json())["response"]["log_probs"] == [None, -1.0, -2.0, None]
