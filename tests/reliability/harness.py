@@ -569,3 +569,121 @@ def rss_mb() -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- the processor soak (shared by tests/reliability/test_soak.py and bench/soak.py) ------------------------
+@dataclass
+class SoakReport:
+    """Figures of one soak run (what docs/reliability.md tabulates)."""
+
+    spans_in: int
+    spans_out: int
+    llm_spans: int
+    edited: int
+    accounting: Accounting
+    check: CheckResult
+    downstream_raised: int
+    downstream_stalled: int
+    host_exceptions: int
+    processor_counters: dict[str, Any]
+    seconds: float
+    rss_start_mb: float
+    rss_end_mb: float
+    rss_peak_mb: float
+
+    def rows(self) -> list[tuple[str, str]]:
+        c, a = self.check, self.accounting
+        return [
+            ("spans in (ended by 16 agent threads)", f"{self.spans_in}"),
+            ("spans out (received downstream)", f"{self.spans_out}"),
+            (
+                "missing / duplicated / unexpected span ids",
+                f"{len(a.missing)} / {len(a.duplicated)} / {len(a.unexpected)}",
+            ),
+            ("LLM spans / edited", f"{self.llm_spans} / {self.edited}"),
+            ("differential check: spans checked", f"{c.checked}"),
+            ("  decode != final text", f"{len(c.text_mismatch)}"),
+            ("  protected sampled tokens lost", f"{len(c.lost_tokens)}"),
+            ("  trailing EOS moved", f"{len(c.eos_moved)}"),
+            ("  edited but not corrected (must_correct)", f"{len(c.not_corrected)}"),
+            ("statuses", ", ".join(f"{k}={v}" for k, v in sorted(c.statuses.items()))),
+            ("methods", ", ".join(f"{k}={v}" for k, v in sorted(c.methods.items()))),
+            ("downstream raised / stalled (injected)", f"{self.downstream_raised} / {self.downstream_stalled}"),
+            ("exceptions into the host application", f"{self.host_exceptions}"),
+            ("processor counters", ", ".join(f"{k}={v}" for k, v in sorted(self.processor_counters.items()))),
+            ("wall time", f"{self.seconds:.1f} s"),
+            ("RSS start / end / peak", f"{self.rss_start_mb:.0f} / {self.rss_end_mb:.0f} / {self.rss_peak_mb:.0f} MiB"),
+        ]
+
+
+def processor_counters(proc: Any) -> dict[str, Any]:
+    """Whatever counters the processor exposes (a ``counters``/``stats`` mapping or dataclass)."""
+    for name in ("counters", "stats"):
+        value = getattr(proc, name, None)
+        if callable(value):
+            value = value()
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            return dict(value)
+        if hasattr(value, "__dataclass_fields__"):
+            return {k: getattr(value, k) for k in value.__dataclass_fields__}
+        if hasattr(value, "__dict__"):
+            return {k: v for k, v in vars(value).items() if not k.startswith("_")}
+    return {}
+
+
+def run_processor_soak(
+    tokenizer: Any,
+    cfg: Workload,
+    *,
+    processor_kwargs: dict | None = None,
+    p_raise: float = 0.01,
+    p_stall: float = 0.002,
+) -> SoakReport:
+    """Simulated agents -> TracerProvider -> TokenFixSpanProcessor -> flaky counting downstream."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_tokenfix import TokenFixSpanProcessor
+
+    rss0 = rss_mb()
+    down = FlakyCountingProcessor(p_raise=p_raise, p_stall=p_stall, seed=cfg.seed)
+    proc = TokenFixSpanProcessor(down, tokenizers={MODEL: tokenizer}, **(processor_kwargs or {}))
+    tp = TracerProvider()
+    tp.add_span_processor(proc)
+    sampler = Sampler(tokenizer)
+    t0 = time.monotonic()
+    host_exceptions = 0
+    try:
+        ledger = run_agents(tp, sampler, cfg)
+    except Exception:  # counted, then re-raised by the test's assertions on the count
+        host_exceptions += 1
+        ledger = Ledger()
+    tp.shutdown()
+    seconds = time.monotonic() - t0
+    acc = account(ledger.ended, down.received)
+    check = differential_check(tokenizer, ledger.llm, down.spans)
+    return SoakReport(
+        spans_in=len(ledger.ended),
+        spans_out=acc.received,
+        llm_spans=len(ledger.llm),
+        edited=sum(1 for e in ledger.llm.values() if e.edits),
+        accounting=acc,
+        check=check,
+        downstream_raised=down.raised,
+        downstream_stalled=down.stalled,
+        host_exceptions=host_exceptions,
+        processor_counters=processor_counters(proc),
+        seconds=seconds,
+        rss_start_mb=rss0,
+        rss_end_mb=rss_mb(),
+        rss_peak_mb=peak_rss_mb(),
+    )
+
+
+def format_table(rows: Sequence[tuple[str, str]], title: str = "") -> str:
+    """A Markdown table (docs/reliability.md and the bench printout use the same text)."""
+    out = [f"**{title}**", ""] if title else []
+    out += ["| figure | value |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(out)
