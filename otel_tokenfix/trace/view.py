@@ -7,8 +7,9 @@ keep the original object in ``source`` to rebuild a corrected copy in their own 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 AttributeValue = Any  # str | bool | int | float | tuple of those (SDK) — or whatever a door produced
 

@@ -1,0 +1,326 @@
+"""TraceAssembly: which spans of which trace are held, when a trace is complete, bounds and timeouts.
+
+Why pure: the SDK processor, the triplet exporter and the OTLP service hold traces the same way and
+differ only in their clock, in which spans they hold, and in what they do with a release. This class
+does no I/O, takes no lock (callers serialise calls) and never raises on span content.
+
+The rules:
+- a span for which ``hold(span)`` is true is held until its trace's *local root* ends; other spans
+  pass at once (``AddResult.held`` is false), but if ``remember(span)`` is true (by default: it
+  carries edit events) it is kept as *context* so the trace's corrector still sees its edits;
+- a trace whose local root is itself held (an agent that traces nothing around its LLM calls) is
+  held ``root_grace`` seconds more, so an edit from a *later* trace naming its span id or response id
+  still reaches it: edits with an explicit target held in another trace are routed there (the carrier
+  joins that trace's ``foreign`` spans and the edit is noted ``routed`` in its own trace);
+- bounds: at most ``max_traces`` traces and ``max_spans`` held spans; a trace held longer than
+  ``hold_timeout`` seconds without its root ending is released; such early releases have
+  ``correct=False`` (forward uncorrected, marked with the reason) — spans are never dropped;
+- an edit whose target was already released is *late*: counted, noted ``late``, reported in
+  :attr:`TraceAssembly.recent_late`;
+- :meth:`drain` releases everything (flush / shutdown), with the edits seen so far.
+Every held span leaves in exactly one :class:`Release`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from . import conventions as cv
+from .conventions import Conventions, EditEvent
+from .view import SpanView
+
+EditKey = tuple[int, int]  # (carrier span id, event index)
+
+NOTE_ROUTED = "routed"
+NOTE_LATE = "late"
+
+REASON_COMPLETE = "complete"
+REASON_ROOT_GRACE = "root_grace"
+REASON_TIMEOUT = "timeout"
+REASON_MAX_TRACES = "max_traces"
+REASON_MAX_SPANS = "max_spans"
+REASON_FLUSH = "flush"
+REASON_SHUTDOWN = "shutdown"
+EARLY_REASONS = (REASON_TIMEOUT, REASON_MAX_TRACES, REASON_MAX_SPANS)
+
+
+@dataclass(frozen=True)
+class Release:
+    """Spans leaving the assembly together, and what the corrector needs to know about them."""
+
+    trace_id: int
+    #: held spans to forward now (each span is in exactly one release)
+    spans: tuple[SpanView, ...]
+    #: spans of this trace that already passed through, kept for their edit events
+    context: tuple[SpanView, ...] = ()
+    #: spans of *other* traces carrying edits whose explicit target is in this trace
+    foreign: tuple[SpanView, ...] = ()
+    #: the trace's local root ended (and a root grace passed)
+    complete: bool = True
+    reason: str = REASON_COMPLETE
+    #: apply the trace's edits; False for early releases (bounds, timeout): forward uncorrected, marked
+    correct: bool = True
+    #: edits of this trace's spans that must not be applied here: ``routed`` elsewhere or ``late``
+    edit_notes: Mapping[EditKey, str] = field(default_factory=dict)
+
+    @property
+    def all_spans(self) -> tuple[SpanView, ...]:
+        """What the corrector reads: held spans then context (foreign carriers go separately)."""
+        return self.spans + self.context
+
+
+@dataclass(frozen=True)
+class AddResult:
+    #: True if the span is now held (it leaves later in a release); False: forward it now
+    held: bool
+    releases: list[Release]
+
+
+@dataclass(frozen=True)
+class LateEdit:
+    """An edit that arrived after its target had left (reported, never applied)."""
+
+    edit: EditKey
+    carrier_trace_id: int
+    target: str
+    released_because: str
+
+
+@dataclass
+class _Trace:
+    trace_id: int
+    created: float
+    held: list[SpanView] = field(default_factory=list)
+    context: list[SpanView] = field(default_factory=list)
+    foreign: list[SpanView] = field(default_factory=list)
+    notes: dict[EditKey, str] = field(default_factory=dict)
+    root_ended: bool = False
+    grace_until: float | None = None
+
+
+class TraceAssembly:
+    """Per-trace holding with bounds and timeouts; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        hold: Callable[[SpanView], bool] | None = None,
+        remember: Callable[[SpanView], bool] | None = None,
+        conventions: Conventions = cv.DEFAULT_CONVENTIONS,
+        max_traces: int = 1024,
+        max_spans: int = 8192,
+        hold_timeout: float = 300.0,
+        root_grace: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        memory: int = 65536,
+    ) -> None:
+        self.conventions = conventions
+        self._hold = hold or (lambda span: cv.has_response_key(span, conventions))
+        self._remember = remember or (lambda span: cv.has_edit_events(span, conventions))
+        self.max_traces = max(1, int(max_traces))
+        self.max_spans = max(1, int(max_spans))
+        self.hold_timeout = float(hold_timeout)
+        self.root_grace = max(0.0, float(root_grace))
+        self.clock = clock
+        self._memory = memory
+        self._traces: OrderedDict[int, _Trace] = OrderedDict()
+        self._grace: deque[tuple[float, int]] = deque()
+        self._by_span: dict[int, int] = {}
+        self._by_response: dict[str, int] = {}
+        self._released_spans: OrderedDict[int, str] = OrderedDict()
+        self._released_responses: OrderedDict[str, str] = OrderedDict()
+        self._released_traces: OrderedDict[int, str] = OrderedDict()
+        self.held_spans = 0
+        self.late_edits = 0
+        self.routed_edits = 0
+        self.recent_late: deque[LateEdit] = deque(maxlen=100)
+
+    # --- public API --------------------------------------------------------------------------------
+    @property
+    def held_traces(self) -> int:
+        return sum(1 for t in self._traces.values() if t.held)
+
+    def __len__(self) -> int:
+        return self.held_spans
+
+    def add(self, span: SpanView, now: float | None = None) -> AddResult:
+        """Take one ended span. Returns whether it is held and every release it (or time) caused."""
+        now = self.clock() if now is None else now
+        releases = self._expire(now)
+        entry = self._traces.get(span.trace_id)
+        if span.events:
+            edits = cv.read_edits(span, self.conventions)
+            if edits:
+                entry = self._route_edits(span, edits, entry, now)
+        held = bool(self._hold(span))
+        if held:
+            entry = entry or self._new_entry(span.trace_id, now)
+            entry.held.append(span)
+            self.held_spans += 1
+            self._by_span[span.span_id] = span.trace_id
+            response_id = cv.read_response_id(span, self.conventions)
+            if response_id:
+                self._by_response[response_id] = span.trace_id
+        elif self._remember(span):
+            entry = entry or self._new_entry(span.trace_id, now)
+            entry.context.append(span)
+        if span.is_local_root and entry is not None and not entry.root_ended:
+            entry.root_ended = True
+            if held and self.root_grace > 0:
+                entry.grace_until = now + self.root_grace
+                self._grace.append((entry.grace_until, entry.trace_id))
+            else:
+                releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
+        releases.extend(self._enforce_bounds())
+        return AddResult(held, releases)
+
+    def tick(self, now: float | None = None) -> list[Release]:
+        """Release traces whose root grace ended or whose hold timed out."""
+        return self._expire(self.clock() if now is None else now)
+
+    def drain(self, reason: str = REASON_FLUSH) -> list[Release]:
+        """Release everything (force_flush / shutdown), applying the edits seen so far."""
+        releases: list[Release] = []
+        for entry in list(self._traces.values()):
+            releases.extend(self._finish(entry, reason, complete=entry.root_ended, correct=True))
+        self._grace.clear()
+        return releases
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has something to do (for a timer thread); ``None`` if nothing held."""
+        deadlines = []
+        if self._grace:
+            deadlines.append(self._grace[0][0])
+        for entry in self._traces.values():
+            if not entry.root_ended:
+                deadlines.append(entry.created + self.hold_timeout)
+                break
+        return min(deadlines) if deadlines else None
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _new_entry(self, trace_id: int, now: float) -> _Trace:
+        entry = _Trace(trace_id, now)
+        self._traces[trace_id] = entry
+        return entry
+
+    def _route_edits(
+        self, span: SpanView, edits: Iterable[EditEvent], entry: _Trace | None, now: float
+    ) -> _Trace | None:
+        routed_to: set[int] = set()
+        for edit in edits:
+            note = None
+            if edit.targeted:
+                target_trace = None
+                if edit.target_span_id is not None:
+                    target_trace = self._by_span.get(edit.target_span_id)
+                if target_trace is None and edit.target_response_id is not None:
+                    target_trace = self._by_response.get(edit.target_response_id)
+                if target_trace is not None and target_trace != span.trace_id:
+                    note = NOTE_ROUTED
+                    self.routed_edits += 1
+                    if target_trace not in routed_to:
+                        routed_to.add(target_trace)
+                        self._traces[target_trace].foreign.append(span)
+                elif target_trace is None:
+                    gone = None
+                    if edit.target_span_id is not None:
+                        gone = self._released_spans.get(edit.target_span_id)
+                    if gone is None and edit.target_response_id is not None:
+                        gone = self._released_responses.get(edit.target_response_id)
+                    if gone is not None:
+                        note = NOTE_LATE
+                        target = (
+                            format(edit.target_span_id, "016x")
+                            if edit.target_span_id is not None
+                            else str(edit.target_response_id)
+                        )
+                        self._late(edit, target, gone)
+            elif (entry is None or not entry.held) and span.trace_id in self._released_traces:
+                gone = self._released_traces[span.trace_id]
+                if gone != "":  # the trace had held spans that already left
+                    note = NOTE_LATE
+                    self._late(edit, "most recent LLM span of the trace", gone)
+            if note is not None:
+                entry = entry or self._new_entry(span.trace_id, now)
+                entry.notes[edit.key] = note
+        return entry
+
+    def _late(self, edit: EditEvent, target: str, reason: str) -> None:
+        self.late_edits += 1
+        self.recent_late.append(LateEdit(edit.key, edit.carrier_trace_id, target, reason))
+
+    def _finish(self, entry: _Trace, reason: str, *, complete: bool, correct: bool) -> list[Release]:
+        self._traces.pop(entry.trace_id, None)
+        self.held_spans -= len(entry.held)
+        for span in entry.held:
+            self._by_span.pop(span.span_id, None)
+            self._remember_lru(self._released_spans, span.span_id, reason)
+            response_id = cv.read_response_id(span, self.conventions)
+            if response_id:
+                if self._by_response.get(response_id) == entry.trace_id:
+                    del self._by_response[response_id]
+                self._remember_lru(self._released_responses, response_id, reason)
+        self._remember_trace(entry.trace_id, reason if entry.held else "")
+        if not entry.held and not self._unnoted_edits(entry):
+            return []
+        return [
+            Release(
+                trace_id=entry.trace_id,
+                spans=tuple(entry.held),
+                context=tuple(entry.context),
+                foreign=tuple(entry.foreign),
+                complete=complete,
+                reason=reason,
+                correct=correct,
+                edit_notes=dict(entry.notes),
+            )
+        ]
+
+    def _unnoted_edits(self, entry: _Trace) -> bool:
+        """Whether a trace without held spans still has edits for the corrector to report."""
+        return any(
+            e.key not in entry.notes for s in entry.context for e in cv.read_edits(s, self.conventions)
+        )
+
+    def _remember_trace(self, trace_id: int, reason: str) -> None:
+        if self._released_traces.get(trace_id):  # keep the first non-empty reason
+            return
+        self._remember_lru(self._released_traces, trace_id, reason)
+
+    def _remember_lru(self, lru: OrderedDict, key, value: str) -> None:  # type: ignore[type-arg]
+        lru[key] = value
+        lru.move_to_end(key)
+        while len(lru) > self._memory:
+            lru.popitem(last=False)
+
+    def _expire(self, now: float) -> list[Release]:
+        releases: list[Release] = []
+        while self._grace and self._grace[0][0] <= now:
+            _, trace_id = self._grace.popleft()
+            entry = self._traces.get(trace_id)
+            if entry is not None and entry.grace_until is not None and entry.grace_until <= now:
+                releases.extend(self._finish(entry, REASON_ROOT_GRACE, complete=True, correct=True))
+        if self._traces:
+            limit = now - self.hold_timeout
+            for entry in list(self._traces.values()):
+                if entry.created > limit:
+                    break
+                if entry.root_ended:
+                    continue  # waiting out its grace
+                releases.extend(self._finish(entry, REASON_TIMEOUT, complete=False, correct=False))
+        return releases
+
+    def _enforce_bounds(self) -> list[Release]:
+        releases: list[Release] = []
+        while len(self._traces) > self.max_traces:
+            entry = next(iter(self._traces.values()))
+            releases.extend(self._finish(entry, REASON_MAX_TRACES, complete=entry.root_ended, correct=entry.root_ended))
+        while self.held_spans > self.max_spans:
+            entry = next((t for t in self._traces.values() if t.held), None)
+            if entry is None:  # pragma: no cover - held_spans counts only entries' held spans
+                break
+            releases.extend(self._finish(entry, REASON_MAX_SPANS, complete=entry.root_ended, correct=entry.root_ended))
+        return releases
