@@ -119,9 +119,8 @@ def build_records(
             "continuation": None if cont is None else cont.to_dict(),
         }
         meta.update(c.extra)
-        edited = c.status != "unchanged" and c.edits > 0
         source_index = None
-        if opts.include_original and edited and c.original_ids is not None:
+        if opts.include_original and c.original_ids is not None and list(c.original_ids) != list(c.response_ids):
             meta["original_token_ids"] = list(c.original_ids)
             if c.source_index is not None and len(c.source_index) == len(c.response_ids):
                 source_index = list(c.source_index)
