@@ -51,7 +51,7 @@ def _summary(summary: Summary, calls: Sequence[CallView]) -> str:
         cells = "".join(f"<td>{c.count(k)}</td>" for k in KINDS)
         rows.append(
             f'<tr><td>{c.index}</td><td class="l">{escape(c.model or "-")}</td><td class="l">{escape(c.status)}</td>'
-            f"<td>{c.edits}</td>{cells}<td>{_fmt(c.reward)}</td><td class=\"l\">{escape(c.continuation)}</td></tr>"
+            f'<td>{c.edits}</td>{cells}<td>{_fmt(c.reward)}</td><td class="l">{escape(c.continuation)}</td></tr>'
         )
     totals = "".join(f"<td><b>{summary.totals[k]}</b></td>" for k in KINDS)
     statuses = ", ".join(f"{escape(k)} {v}" for k, v in sorted(summary.statuses.items()))
