@@ -1,0 +1,346 @@
+"""One captured call: its span (ours, or another instrumentation's LLM span), its result, its stream.
+
+Why separate from the patching: this is the OpenTelemetry side (start, reuse, annotate and end spans;
+follow a stream to its end) and it must never raise into user code, so every entry point here catches
+its own failures and logs them at debug level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from . import attributes as A
+from .extract import CHAT, ResponseData, StreamCollector, from_response
+
+_LOG = logging.getLogger("otel_tokenfix.capture")
+
+#: Attribute keys by which an LLM span of another instrumentation is recognised.
+_OTHER_LLM_KEYS = ("gen_ai.system", "gen_ai.operation.name", "gen_ai.provider.name")
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How calls are captured (see :func:`otel_tokenfix.instrument_openai`)."""
+
+    request_token_ids: bool = True
+    request_logprobs: bool = True
+    capture_content: bool | None = None
+    record_text: bool = True
+    provider_name: str = "openai"
+    agentlightning_keys: bool = False
+    reuse_llm_span: bool = True
+    tracer_provider: Any = None
+
+    def attribute_options(self) -> A.AttributeOptions:
+        return A.AttributeOptions(
+            capture_content=A.content_enabled(self.capture_content),
+            record_text=self.record_text,
+            provider_name=self.provider_name,
+            agentlightning_keys=self.agentlightning_keys,
+        )
+
+
+def _given(value: Any) -> bool:
+    return value is not None and type(value).__name__ not in ("Omit", "NotGiven")
+
+
+def prepare_kwargs(kwargs: dict[str, Any], opts: CaptureOptions, operation: str) -> dict[str, Any]:
+    """Ask for token ids and logprobs through ``extra_body``, never overriding what the user set."""
+    if not (opts.request_token_ids or opts.request_logprobs):
+        return kwargs
+    extra_in = kwargs.get("extra_body")
+    if extra_in is not None and not isinstance(extra_in, Mapping):
+        return kwargs  # something we do not understand: leave the request alone
+    extra = dict(extra_in or {})
+    if opts.request_token_ids and "return_token_ids" not in extra:
+        extra["return_token_ids"] = True
+    if opts.request_logprobs and "logprobs" not in kwargs and "logprobs" not in extra:
+        extra["logprobs"] = True if operation == CHAT else 0
+    elif opts.request_logprobs and "logprobs" in kwargs and not _given(kwargs["logprobs"]):
+        # an explicit ``omit``/``NOT_GIVEN`` means "not set": we may ask; an explicit None/False we keep
+        if type(kwargs["logprobs"]).__name__ in ("Omit", "NotGiven") and "logprobs" not in extra:
+            extra["logprobs"] = True if operation == CHAT else 0
+    out = dict(kwargs)
+    out["extra_body"] = extra
+    return out
+
+
+def server_of(resource: Any) -> tuple[str | None, int | None]:
+    try:
+        url = resource._client.base_url
+        return (url.host or None), (url.port or (443 if url.scheme == "https" else 80))
+    except Exception:  # noqa: BLE001 - a client without a base_url still works
+        return None, None
+
+
+def _reusable_llm_span(span: Any) -> bool:
+    """Is the current span an LLM span opened by another instrumentation (OpenLLMetry, OpenInference)?"""
+    if not span.is_recording():
+        return False
+    attrs = getattr(span, "attributes", None)
+    if not isinstance(attrs, Mapping) or A.RESPONSE_IDS in attrs or A.CAPTURE_STATUS in attrs:
+        return False
+    if attrs.get("openinference.span.kind") == "LLM":
+        return True
+    return getattr(span, "kind", None) == SpanKind.CLIENT and any(k in attrs for k in _OTHER_LLM_KEYS)
+
+
+class CallRun:
+    """The span side of one call. Build with :meth:`start`; every method is safe to call (never raises)."""
+
+    def __init__(self, opts: CaptureOptions, operation: str, kwargs: dict[str, Any], resource: Any) -> None:
+        self.opts = opts
+        self.attr_opts = opts.attribute_options()
+        self.operation = operation
+        self.tracer = trace.get_tracer("otel_tokenfix.capture", tracer_provider=opts.tracer_provider)
+        self.kwargs = prepare_kwargs(kwargs, opts, operation)
+        self.request_attrs = A.request_attributes(operation, kwargs, self.attr_opts, server_of(resource))
+        self.name = A.span_name(operation, kwargs.get("model"))
+        self.start_ns = time.time_ns()
+        current = trace.get_current_span()
+        self.owned = not (opts.reuse_llm_span and _reusable_llm_span(current))
+        if self.owned:
+            self.span = self.tracer.start_span(
+                self.name, kind=SpanKind.CLIENT, attributes=self.request_attrs, start_time=self.start_ns
+            )
+        else:
+            self.span = current
+            self._set(self.request_attrs)
+        self._ended = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, opts: CaptureOptions, operation: str, kwargs: dict[str, Any], resource: Any) -> CallRun | None:
+        try:
+            return cls(opts, operation, kwargs, resource)
+        except Exception:  # noqa: BLE001 - telemetry must not break the call
+            _LOG.debug("tokenfix capture: could not start a span", exc_info=True)
+            return None
+
+    def activated(self) -> contextlib.AbstractContextManager[Any]:
+        """Make our span current during the HTTP call (so HTTP-level spans nest under it)."""
+        if not self.owned:
+            return contextlib.nullcontext()
+        return trace.use_span(self.span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+
+    def _set(self, attrs: Mapping[str, Any]) -> None:
+        """On our span set everything; on another instrumentation's span add ``tokenfix.*`` keys and the
+        text key, and only the GenAI keys it has not set itself."""
+        if self.owned:
+            self.span.set_attributes(dict(attrs))
+            return
+        have = getattr(self.span, "attributes", None) or {}
+        out = {k: v for k, v in attrs.items() if k.startswith("tokenfix.") or k == A.COMPLETION_TEXT or k not in have}
+        self.span.set_attributes(out)
+
+    # ---- outcomes
+    def fail(self, exc: BaseException, data: ResponseData | None = None) -> None:
+        try:
+            with self._lock:
+                if self._ended:
+                    return
+                self._ended = True
+            if data is not None and data.choices:
+                self._record(data, complete=False)
+            self._set({A.CAPTURE_STATUS: A.STATUS_ERROR, A.CAPTURE_REASON: f"{type(exc).__name__}: {exc}"[:500]})
+            if self.owned:
+                self.span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
+                self.span.record_exception(exc)
+                self.span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
+                self.span.end()
+        except Exception:  # noqa: BLE001
+            _LOG.debug("tokenfix capture: could not record a failure", exc_info=True)
+
+    def unsupported(self, reason: str) -> None:
+        try:
+            with self._lock:
+                if self._ended:
+                    return
+                self._ended = True
+            self._set({A.CAPTURE_STATUS: A.STATUS_UNSUPPORTED, A.CAPTURE_REASON: reason})
+            if self.owned:
+                self.span.end()
+        except Exception:  # noqa: BLE001
+            _LOG.debug("tokenfix capture: could not end a span", exc_info=True)
+
+    def succeed(self, data: ResponseData, *, complete: bool = True) -> None:
+        try:
+            with self._lock:
+                if self._ended:
+                    return
+                self._ended = True
+            self._record(data, complete=complete)
+            if self.owned:
+                self.span.end()
+        except Exception:  # noqa: BLE001
+            _LOG.debug("tokenfix capture: could not record a response", exc_info=True)
+            with contextlib.suppress(Exception):
+                if self.owned:
+                    self.span.end()
+
+    def _record(self, data: ResponseData, *, complete: bool) -> None:
+        choices = sorted(data.choices, key=lambda c: c.index)
+        n = len(choices)
+        if not choices:
+            self._set({A.CAPTURE_STATUS: A.STATUS_NO_IDS, A.CAPTURE_REASON: "the response has no choices"})
+            return
+        reasons = tuple(c.finish_reason for c in choices if c.finish_reason)
+        # Choices 1..n-1 on child spans, ended before the call span so that choice 0 stays the most
+        # recent LLM span (the default target of an edit without a target).
+        parent_ctx = trace.set_span_in_context(self.span)
+        for choice in choices[1:]:
+            attrs = dict(self.request_attrs)
+            attrs.update(A.response_attributes(data, choice, self.attr_opts, complete=complete, n_choices=n))
+            child = self.tracer.start_span(
+                self.name, context=parent_ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=self.start_ns
+            )
+            child.end()
+        first = A.response_attributes(data, choices[0], self.attr_opts, complete=complete, n_choices=n)
+        if n > 1 and reasons:
+            first[A.FINISH_REASONS] = reasons
+        if n > 1 and data.output_tokens is not None:
+            first[A.OUTPUT_TOKENS] = data.output_tokens  # the call span carries the call's usage
+        self._set(first)
+
+    # ---- results
+    def handle_result(self, result: Any) -> Any:
+        """Record a returned value; streams are followed in place. Returns ``result`` unchanged."""
+        try:
+            self._handle(result)
+        except Exception:  # noqa: BLE001
+            _LOG.debug("tokenfix capture: could not read a result", exc_info=True)
+            self.unsupported("the result could not be read")
+        return result
+
+    def _handle(self, result: Any) -> None:
+        if _is_stream(result):
+            follow_stream(result, self)
+            return
+        if hasattr(result, "http_response") and hasattr(result, "parse"):
+            if _streamed_raw(result):
+                self.unsupported("with_streaming_response results are not read (the body belongs to the caller)")
+                return
+            result = result.parse()  # LegacyAPIResponse caches the parse, the caller gets the same object
+            if _is_stream(result):
+                follow_stream(result, self)
+                return
+        if hasattr(result, "choices") or isinstance(result, Mapping):
+            self.succeed(from_response(result, self.operation))
+        else:
+            self.unsupported(f"unexpected result type {type(result).__name__}")
+
+
+def _is_stream(obj: Any) -> bool:
+    return type(obj).__name__ in ("Stream", "AsyncStream") and hasattr(obj, "response")
+
+
+def _streamed_raw(result: Any) -> bool:
+    name = type(result).__name__
+    return name in ("APIResponse", "AsyncAPIResponse")
+
+
+# ---- streams
+
+
+class _StreamFollower:
+    """Collects chunks as the caller reads them and ends the span once: at the end, on error, on close,
+    or when the stream is garbage-collected unread."""
+
+    def __init__(self, run: CallRun) -> None:
+        self.run = run
+        self.collector = StreamCollector(run.operation)
+        self.broken = False
+
+    def feed(self, chunk: Any) -> None:
+        if self.broken:
+            return
+        try:
+            self.collector.feed(chunk)
+        except Exception:  # noqa: BLE001
+            self.broken = True
+            _LOG.debug("tokenfix capture: could not read a stream chunk", exc_info=True)
+
+    def finish(self, complete: bool | None = None) -> None:
+        try:
+            if self.broken:
+                self.run.unsupported("a stream chunk could not be read")
+                return
+            done = self.collector.finished if complete is None else complete
+            self.run.succeed(self.collector.result(), complete=done)
+        except Exception:  # noqa: BLE001
+            _LOG.debug("tokenfix capture: could not finish a stream", exc_info=True)
+
+    def fail(self, exc: BaseException) -> None:
+        try:
+            self.run.fail(exc, None if self.broken else self.collector.result())
+        except Exception:  # noqa: BLE001
+            _LOG.debug("tokenfix capture: could not fail a stream", exc_info=True)
+
+
+def _follow_sync(iterator: Any, follower: _StreamFollower) -> Any:
+    try:
+        for chunk in iterator:
+            follower.feed(chunk)
+            yield chunk
+    except GeneratorExit:
+        follower.finish()
+        raise
+    except BaseException as exc:
+        follower.fail(exc)
+        raise
+    follower.finish()
+
+
+async def _follow_async(iterator: Any, follower: _StreamFollower) -> Any:
+    try:
+        async for chunk in iterator:
+            follower.feed(chunk)
+            yield chunk
+    except GeneratorExit:
+        follower.finish()
+        raise
+    except BaseException as exc:
+        follower.fail(exc)
+        raise
+    follower.finish()
+
+
+def follow_stream(stream: Any, run: CallRun) -> None:
+    """Wrap ``stream._iterator`` and ``stream.close`` in place: the caller keeps the very same
+    ``openai.Stream`` object (isinstance checks, helpers such as ``chat.completions.stream()``)."""
+    iterator = getattr(stream, "_iterator", None)
+    if iterator is None:
+        run.unsupported("this openai version's stream has no _iterator to follow")
+        return
+    follower = _StreamFollower(run)
+    is_async = type(stream).__name__ == "AsyncStream"
+    stream._iterator = _follow_async(iterator, follower) if is_async else _follow_sync(iterator, follower)
+    ref = weakref.ref(stream)  # no strong self-reference: an unread stream can still be collected
+    if is_async:
+
+        async def close() -> None:
+            follower.finish()
+            target = ref()
+            if target is not None:
+                await type(target).close(target)
+
+    else:
+
+        def close() -> None:
+            follower.finish()
+            target = ref()
+            if target is not None:
+                type(target).close(target)
+
+    stream.close = close
+    weakref.finalize(stream, follower.finish)
