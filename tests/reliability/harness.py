@@ -687,3 +687,83 @@ def format_table(rows: Sequence[tuple[str, str]], title: str = "") -> str:
     out += ["| figure | value |", "|---|---|"]
     out += [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(out)
+
+
+# --- bounded memory: a flood of traces whose roots never end ------------------------------------------------
+def run_flood(
+    tokenizer: Any,
+    *,
+    traces: int = 20_000,
+    response_tokens: int = 300,
+    max_spans: int = 1024,
+    max_traces: int = 256,
+    edit_spans: int = 0,
+) -> tuple[list[tuple[str, str]], bool]:
+    """Each trace: a root that is started and never ended, one ended LLM span (``response_tokens`` ids)
+    and ``edit_spans`` ended child spans carrying an edit. Returns (figures, ok): the processor's held
+    spans stay within its bound, RSS growth stays far below what holding everything would take, and
+    after shutdown every ended span has left exactly once (released early, marked, never dropped)."""
+    import gc
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otel_tokenfix import TokenFixSpanProcessor
+
+    down = FlakyCountingProcessor(p_raise=0, p_stall=0, keep=lambda s: False)
+    proc = TokenFixSpanProcessor(
+        down, tokenizers={MODEL: tokenizer}, max_spans=max_spans, max_traces=max_traces, hold_timeout=3600.0
+    )
+    tp = TracerProvider()
+    tp.add_span_processor(proc)
+    tracer = tp.get_tracer("reliability.flood")
+    rng = random.Random(5)
+    ids = [rng.randrange(1000, 150000) for _ in range(response_tokens)]
+    text = tokenizer.decode(ids)
+    ended: list[tuple[int, int]] = []
+    gc.collect()
+    rss0 = rss_mb()
+    peak = rss0
+    for i in range(traces):
+        root = tracer.start_span("agent.run")  # never ended: the agent crashed or hangs
+        ctx = otel_trace.set_span_in_context(root)
+        llm = tracer.start_span(
+            "chat",
+            context=ctx,
+            attributes={
+                "gen_ai.request.model": MODEL,
+                "tokenfix.response.token_ids": ids,
+                "tokenfix.prompt.token_ids": ids[:8],
+                "gen_ai.completion.0.content": text,
+            },
+        )
+        llm.end()
+        ended.append((llm.get_span_context().trace_id, llm.get_span_context().span_id))
+        for _ in range(edit_spans):
+            s = tracer.start_span("agent.step", context=ctx)
+            s.add_event(EDIT_EVENT, {"tokenfix.edit.text": text + " edited"})
+            s.end()
+            ended.append((s.get_span_context().trace_id, s.get_span_context().span_id))
+        del root, ctx, llm
+        if i % 1000 == 0:
+            peak = max(peak, rss_mb())
+    peak = max(peak, rss_mb())
+    held_before_shutdown = sum(down.received.values())
+    tp.shutdown()
+    acc = account(ended, down.received)
+    # what holding every LLM span would have cost (attribute tuples of python ints; lower bound)
+    per_span_mb = (response_tokens * 2 * 8 + response_tokens * 28 + len(text) * 2) / 2**20
+    unbounded_mb = per_span_mb * traces
+    bounded_mb = per_span_mb * max_spans
+    growth = peak - rss0
+    ok = acc.exact and growth < max(64.0, 4 * bounded_mb) and growth < unbounded_mb / 3
+    rows = [
+        ("traces flooded (roots never end)", f"{traces}"),
+        ("spans ended / left the processor", f"{acc.sent} / {acc.received}"),
+        ("missing / duplicated", f"{len(acc.missing)} / {len(acc.duplicated)}"),
+        ("released early while flooding (bounds)", f"{held_before_shutdown}"),
+        ("bound (max_spans / max_traces)", f"{max_spans} / {max_traces}"),
+        ("RSS growth (peak - start)", f"{growth:.0f} MiB"),
+        ("holding everything would need at least", f"{unbounded_mb:.0f} MiB"),
+        ("processor counters", ", ".join(f"{k}={v}" for k, v in sorted(processor_counters(proc).items()))),
+    ]
+    return rows, ok

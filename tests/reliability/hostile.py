@@ -1,0 +1,119 @@
+"""Hypothesis strategies for hostile span content: what a buggy or malicious agent can put on spans.
+
+Shared by the processor fuzz test and the OTLP service fuzz test (and ``bench/fuzz_*.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from hypothesis import strategies as st
+
+#: a file that code hidden in a repr string would create if anything ever evaluated it
+CANARY = os.path.join(tempfile.gettempdir(), "otel_tokenfix_canary_must_not_exist")
+
+EVIL_REPRS = (
+    f"[1, 2, __import__('os').system('touch {CANARY}')]",
+    f"[[1, 2], open('{CANARY}', 'w')]",
+    "(lambda: [1, 2])()",
+    "[1, 2] + [3] * 10**9",
+    "{'token_ids': [1, 2], 'x': exec('import os')}",
+    "[" * 5000 + "]" * 5000,
+    "[" * 200_000,
+    "[1, 2, 3",
+    '{"token_ids": [1, "2", null]}',
+    "[9223372036854775808, -1]",
+    "[1e309, nan]",
+    "[True, False]",
+    "b'\\xff\\xfe'",
+)
+
+_GIANT = ("x" * 3_000_000, "é" * 1_000_000, "\U0001f600" * 500_000, "[" + "1, " * 400_000 + "1]")
+
+ids = st.lists(
+    st.one_of(
+        st.integers(-5, 160_000),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.sampled_from([2**63 - 1, 2**63, -(2**63), 2**64, 151645, 151667, 0]),
+    ),
+    max_size=40,
+)
+
+text = st.one_of(
+    st.text(max_size=80),
+    st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=4),  # lone
+    st.sampled_from(_GIANT),
+    st.sampled_from(EVIL_REPRS),
+    st.just("<|im_end|><think>[INST]\x00\ufffd"),
+)
+
+scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(allow_nan=True, allow_infinity=True),
+    text,
+    st.binary(max_size=40),  # invalid UTF-8 as an attribute value
+)
+
+value = st.one_of(
+    scalar,
+    ids,
+    ids.map(repr),
+    ids.map(lambda x: repr([x])),
+    ids.map(lambda x: str([{"token_ids": x, "logprobs": {"content": [{"logprob": "nan"}]}}])),
+    st.lists(scalar, max_size=5).map(tuple),
+    st.dictionaries(st.text(max_size=5), scalar, max_size=3),
+)
+
+RESPONSE_KEYS = (
+    "response_token_ids",
+    "tokenfix.response.token_ids",
+    "llm.hosted_vllm.response_token_ids",
+    "llm.hosted_vllm.choices",
+    "agentlightning.operation.output.choices.0.token_ids",
+)
+OTHER_KEYS = (
+    "prompt_token_ids",
+    "tokenfix.prompt.token_ids",
+    "gen_ai.completion.0.content",
+    "gen_ai.output.messages",
+    "output.value",
+    "logprobs.content",
+    "gen_ai.request.model",
+    "gen_ai.response.id",
+    "agentlightning.reward.0.value",
+    "tokenfix.status",
+    "reward",
+    "agentops.task.output",
+)
+EDIT_KEYS = (
+    "tokenfix.edit.text",
+    "tokenfix.edit.token_ids",
+    "tokenfix.edit.target.span_id",
+    "tokenfix.edit.target.response_id",
+    "tokenfix.edit.view",
+    "tokenfix.edit.source",
+)
+
+attributes = st.dictionaries(st.sampled_from(RESPONSE_KEYS + OTHER_KEYS), value, max_size=6)
+edit_attributes = st.dictionaries(st.sampled_from(EDIT_KEYS), value, max_size=4)
+
+# small id spaces, so duplicate span ids, shared traces and parent cycles happen often
+small_id = st.integers(1, 6)
+span_shape = st.fixed_dictionaries(
+    {
+        "trace": st.integers(1, 3),
+        "span": small_id,
+        "parent": st.one_of(st.none(), small_id),
+        "remote": st.booleans(),
+        "attributes": attributes,
+        "events": st.lists(
+            st.tuples(st.sampled_from(["text.edited", "text.edited", "other", ""]), edit_attributes), max_size=3
+        ),
+        "start": st.integers(0, 2**64 - 1),
+        "duration": st.integers(-(10**9), 10**9),
+    }
+)
+trace_batch = st.lists(span_shape, min_size=1, max_size=12)
