@@ -1,0 +1,289 @@
+"""TokenFixSpanProcessor: wraps the exporting processor so it only ever sees corrected LLM spans.
+
+Why a wrapper and not a sibling: processors run in registration order and ``on_end`` gets a frozen
+span, so a sibling could not stop the exporter from sending the uncorrected original. The wrapper holds
+LLM spans until their trace's local root ends (:class:`TraceAssembly`), applies the trace's edits
+(:func:`correct_release`) and hands downstream a corrected copy (:func:`corrected_copy`).
+
+Threading: one lock guards the assembly only; corrections and every downstream call run outside it, so
+a slow tokenizer in one trace does not stall ``on_end`` of another. Nothing here raises into user code:
+failures become counters, log lines and ``tokenfix.status=error`` on the span.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from ..trace import conventions as cv
+from ..trace.assembly import EARLY_REASONS, REASON_FLUSH, REASON_SHUTDOWN, Release, TraceAssembly
+from ..trace.conventions import Conventions
+from ..trace.corrector import as_lookup, correct_release
+from .spans import corrected_copy, to_view
+
+logger = logging.getLogger(__name__)
+
+COUNTERS = (
+    "passed",  # spans forwarded at once (not held)
+    "held",  # spans held for their trace
+    "forwarded",  # held spans forwarded after release
+    "corrected",  # LLM spans whose edits were applied (status corrected or fallback)
+    "fallback",  # ... of which the engine fell back to a full re-encode
+    "unchanged",  # LLM spans without edits
+    "errors",  # LLM spans with status error + edit events attached to nothing
+    "released_early",  # held spans released by a bound or the hold timeout (uncorrected, marked)
+    "late_edits",  # edits that arrived after their target left
+    "routed_edits",  # edits delivered to a held span of another trace
+    "downstream_errors",  # downstream raised (the span may be lost downstream; counted, logged)
+    "internal_errors",  # a bug in this processor (the span was forwarded unchanged)
+)
+
+
+class TokenFixSpanProcessor(SpanProcessor):
+    """Correct token ids of LLM spans from ``text.edited`` events before ``downstream`` sees them.
+
+    Args:
+        downstream: the processor that exports, e.g. ``BatchSpanProcessor(OTLPSpanExporter())``.
+        tokenizers: one tokenizer, a mapping model name -> tokenizer (``"*"`` = any), or a callable
+            ``model -> tokenizer | None`` (see :class:`otel_tokenfix.sdk.tokenizers.TokenizerResolver`).
+        default_tokenizer: used when ``tokenizers`` has none for a span's model.
+        max_traces / max_spans / hold_timeout: bounds; when hit, the oldest held spans are forwarded
+            uncorrected with ``tokenfix.status=error`` and the reason.
+        root_grace: seconds a root LLM span (a trace of its own) stays held for edits from later traces.
+        timer_interval: seconds between background checks of timeouts (``None``: check only in
+            ``on_end`` / ``force_flush``).
+        mark_unchanged: also copy LLM spans without edits to add ``tokenfix.status=unchanged``.
+        meter_provider: if given, the counters are also exported as OTel metrics.
+    """
+
+    def __init__(
+        self,
+        downstream: SpanProcessor,
+        *,
+        tokenizers: Any = None,
+        default_tokenizer: Any = None,
+        conventions: Conventions | None = None,
+        max_traces: int = 1024,
+        max_spans: int = 8192,
+        hold_timeout: float = 300.0,
+        root_grace: float = 2.0,
+        timer_interval: float | None = 1.0,
+        mark_unchanged: bool = False,
+        meter_provider: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.downstream = downstream
+        self.conventions = conventions or cv.DEFAULT_CONVENTIONS
+        self._lookup = as_lookup(tokenizers, default_tokenizer)
+        self._mark_unchanged = mark_unchanged
+        self._assembly = TraceAssembly(
+            conventions=self.conventions,
+            max_traces=max_traces,
+            max_spans=max_spans,
+            hold_timeout=hold_timeout,
+            root_grace=root_grace,
+            clock=clock,
+        )
+        self._lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._shutdown = False
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        if timer_interval is not None and timer_interval > 0:
+            self._timer = threading.Thread(
+                target=self._run_timer, args=(float(timer_interval),), name="tokenfix-timer", daemon=True
+            )
+            self._timer.start()
+        self._instruments = _register_metrics(meter_provider, self) if meter_provider is not None else None
+
+    # --- SpanProcessor ------------------------------------------------------------------------------
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        try:
+            self.downstream.on_start(span, parent_context=parent_context)
+        except Exception:  # noqa: BLE001
+            self._count("downstream_errors")
+            logger.exception("tokenfix: downstream on_start raised")
+
+    def _on_ending(self, span: Span) -> None:
+        hook = getattr(self.downstream, "_on_ending", None)
+        if hook is not None:
+            try:
+                hook(span)
+            except Exception:  # noqa: BLE001
+                self._count("downstream_errors")
+                logger.exception("tokenfix: downstream _on_ending raised")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        forwarded = False
+        try:
+            ctx = span.context
+            if self._shutdown or ctx is None or not ctx.trace_flags.sampled:
+                forwarded = True
+                self._forward(span)
+                return
+            view = to_view(span)
+            with self._lock:
+                result = self._assembly.add(view)
+            if not result.held:
+                forwarded = True
+                self._count("passed")
+                self._forward(span)
+            else:
+                self._count("held")
+            self._process(result.releases)
+        except Exception:  # noqa: BLE001 - never raise into user code, never lose the span
+            self._count("internal_errors")
+            logger.exception("tokenfix: on_end failed; forwarding the span unchanged")
+            if not forwarded:
+                self._forward(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Release everything held (with the edits seen so far), then flush downstream."""
+        self._release_all(REASON_FLUSH)
+        try:
+            return bool(self.downstream.force_flush(timeout_millis))
+        except Exception:  # noqa: BLE001
+            self._count("downstream_errors")
+            logger.exception("tokenfix: downstream force_flush raised")
+            return False
+
+    def shutdown(self) -> None:
+        """Stop the timer, release everything held, then shut downstream down."""
+        if self._shutdown:
+            return
+        self._stop.set()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join(timeout=5)
+        self._release_all(REASON_SHUTDOWN)
+        self._shutdown = True
+        self._release_all(REASON_SHUTDOWN)  # anything that slipped in while draining
+        try:
+            self.downstream.shutdown()
+        except Exception:  # noqa: BLE001
+            self._count("downstream_errors")
+            logger.exception("tokenfix: downstream shutdown raised")
+
+    # --- observability ------------------------------------------------------------------------------
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters (see ``COUNTERS``) plus what is held right now."""
+        with self._stats_lock:
+            out = dict(self._counts)
+        with self._lock:
+            out["late_edits"] = self._assembly.late_edits
+            out["routed_edits"] = self._assembly.routed_edits
+            out["held_spans"] = self._assembly.held_spans
+            out["held_traces"] = self._assembly.held_traces
+        return out
+
+    @property
+    def recent_late_edits(self) -> list[Any]:
+        """The last late edits (what they targeted and why it had already left), for reporting."""
+        with self._lock:
+            return list(self._assembly.recent_late)
+
+    # --- internals ----------------------------------------------------------------------------------
+    def _count(self, name: str, n: int = 1) -> None:
+        if n:
+            with self._stats_lock:
+                self._counts[name] += n
+
+    def _forward(self, span: ReadableSpan) -> None:
+        try:
+            self.downstream.on_end(span)
+        except Exception:  # noqa: BLE001
+            self._count("downstream_errors")
+            logger.exception("tokenfix: downstream on_end raised")
+
+    def _release_all(self, reason: str) -> None:
+        try:
+            with self._lock:
+                releases = self._assembly.drain(reason)
+            self._process(releases)
+        except Exception:  # noqa: BLE001
+            self._count("internal_errors")
+            logger.exception("tokenfix: releasing held spans failed")
+
+    def _process(self, releases: Iterable[Release]) -> None:
+        for release in releases:
+            self._process_one(release)
+
+    def _process_one(self, release: Release) -> None:
+        overlays: Mapping[int, Mapping[str, Any]] = {}
+        try:
+            correction = correct_release(
+                release, self._lookup, conventions=self.conventions, mark_unchanged=self._mark_unchanged
+            )
+            overlays = correction.overlays
+            counts = {
+                "corrected": sum(1 for c in correction.calls if c.corrected),
+                "fallback": correction.count(cv.STATUS_FALLBACK),
+                "unchanged": correction.count(cv.STATUS_UNCHANGED),
+                "errors": correction.errors,
+            }
+            with self._stats_lock:
+                for name, n in counts.items():
+                    self._counts[name] += n
+            for issue in correction.issues:
+                logger.warning("tokenfix: edit %s not applied: %s", issue.edit, issue.reason)
+        except Exception:  # noqa: BLE001 - the spans still go out, unchanged
+            self._count("internal_errors")
+            logger.exception("tokenfix: correcting trace %032x failed", release.trace_id)
+        if release.reason in EARLY_REASONS:
+            self._count("released_early", len(release.spans))
+        for view in release.spans:
+            span = view.source
+            overlay = overlays.get(view.span_id)
+            if overlay:
+                try:
+                    span = corrected_copy(span, overlay)
+                except Exception:  # noqa: BLE001
+                    self._count("internal_errors")
+                    logger.exception("tokenfix: building the corrected copy failed; forwarding the original")
+            self._count("forwarded")
+            self._forward(span)
+
+    def _run_timer(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                with self._lock:
+                    releases = self._assembly.tick()
+                self._process(releases)
+            except Exception:  # noqa: BLE001
+                self._count("internal_errors")
+                logger.exception("tokenfix: timer tick failed")
+
+
+def _register_metrics(meter_provider: Any, processor: TokenFixSpanProcessor) -> Any:
+    """Expose the counters as one OTel observable counter ``tokenfix.spans`` (attribute ``outcome``)
+    and the held spans as an observable gauge; read on collection, so the hot path pays nothing."""
+    try:
+        from opentelemetry.metrics import CallbackOptions, Observation
+
+        meter = meter_provider.get_meter("otel_tokenfix")
+
+        def counters(options: CallbackOptions) -> list[Observation]:
+            stats = processor.stats
+            return [Observation(stats[name], {"outcome": name}) for name in COUNTERS]
+
+        def held(options: CallbackOptions) -> list[Observation]:
+            stats = processor.stats
+            return [Observation(stats["held_spans"], {"kind": "spans"}),
+                    Observation(stats["held_traces"], {"kind": "traces"})]
+
+        return (
+            meter.create_observable_counter("tokenfix.spans", callbacks=[counters], unit="{span}",
+                                            description="spans by outcome of token-id correction"),
+            meter.create_observable_gauge("tokenfix.held", callbacks=[held], unit="{span}",
+                                          description="spans and traces held for correction"),
+        )
+    except Exception:  # noqa: BLE001 - metrics are optional
+        logger.exception("tokenfix: could not register metrics")
+        return None

@@ -1,0 +1,68 @@
+"""SDK edge: ``ReadableSpan`` -> :class:`SpanView`, and the corrected ``ReadableSpan`` copy.
+
+Why a copy: ``on_end`` receives a frozen span (mutations are dropped), so the only way for downstream
+to see corrected ids is a new ``ReadableSpan`` with the same ids, times, events, links, status, resource
+and scope, and the original attributes plus the corrector's overlay. The constructor is documented
+"users should not create these", so ``tests/sdk/test_processor_spans.py`` pins it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.trace import ReadableSpan
+
+from ..trace.view import EventView, SpanView
+
+
+def to_view(span: ReadableSpan) -> SpanView:
+    """A SpanView over the span's own (immutable) attribute mapping: no copy on the hot path."""
+    ctx = span.context
+    parent = span.parent
+    events: tuple[EventView, ...] = ()
+    raw_events = span._events  # noqa: SLF001 - avoids the tuple copy of ``.events`` for event-less spans
+    if raw_events:
+        events = tuple(EventView(e.name, e.timestamp, e.attributes or {}) for e in raw_events)
+    resource = span.resource
+    return SpanView(
+        trace_id=ctx.trace_id if ctx is not None else 0,
+        span_id=ctx.span_id if ctx is not None else 0,
+        parent_span_id=parent.span_id if parent is not None else None,
+        name=span.name,
+        start_time=span.start_time or 0,
+        end_time=span.end_time or 0,
+        attributes=span._attributes or {},  # noqa: SLF001 - BoundedAttributes(immutable) or a dict
+        events=events,
+        resource_attributes=resource.attributes if resource is not None else {},
+        parent_is_remote=bool(parent is not None and parent.is_remote),
+        source=span,
+    )
+
+
+def corrected_copy(span: ReadableSpan, overlay: Mapping[str, Any]) -> ReadableSpan:
+    """A copy of ``span`` whose attributes are the original ones plus ``overlay`` (overlay wins).
+
+    No attribute count limit applies to the copy (the overlay must never push original attributes out);
+    the original's dropped-attribute, event and link counts are kept (events/links are passed as the
+    same bounded lists), so its OTLP encoding differs only by the overlay keys.
+    """
+    merged: dict[str, Any] = dict(span._attributes or {})  # noqa: SLF001
+    merged.update(overlay)
+    attributes = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)
+    attributes.dropped = span.dropped_attributes
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=span._events,  # noqa: SLF001 - keep the BoundedList (dropped count)
+        links=span._links,  # noqa: SLF001
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
