@@ -1,0 +1,138 @@
+"""The demo's terminal report (rich): one compact table over the calls, each call's corrected response
+coloured by provenance, the continuation check between turns, and where the files are.
+
+Why a separate module: the runner stays about wiring (server, tracing, agent); this is presentation only
+and reuses the ``inspect`` view so the demo and ``otel-tokenfix inspect`` show tokens the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from ..inspect.model import call_view
+from ..inspect.terminal import STYLES, legend, response_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .agent import CallLog
+    from .checks import CallCheck
+
+
+def _mark(ok: bool) -> Text:
+    return Text("yes", style="bold green") if ok else Text("NO", style="bold red")
+
+
+def calls_table(logs: Sequence[CallLog], checks: Sequence[CallCheck]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold", title="per LLM call", title_justify="left")
+    table.add_column("call", justify="right")
+    table.add_column("step")
+    table.add_column("edits")
+    table.add_column("sampled", justify="right", style=STYLES["sampled"][0])
+    table.add_column("shifted", justify="right", style=STYLES["shifted"][0])
+    table.add_column("inserted", justify="right", style=STYLES["inserted"][0])
+    table.add_column("removed", justify="right", style=STYLES["removed"][0])
+    table.add_column("re-tokenize:\nno sampled origin", justify="right", style="magenta")
+    table.add_column("exact", justify="center")
+    for i, (log, chk) in enumerate(zip(logs, checks, strict=True)):
+        table.add_row(
+            str(i),
+            log.step,
+            "\n".join(kind for kind, _ in log.edits) or "-",
+            str(chk.sampled),
+            str(chk.shifted),
+            str(chk.inserted),
+            str(chk.removed),
+            f"{chk.retok_no_origin}  (vs {chk.inserted})",
+            _mark(chk.exact and chk.provenance_ok),
+        )
+    return table
+
+
+def continuation_lines(records: Sequence[dict[str, Any]]) -> list[Text]:
+    lines: list[Text] = []
+    for i, rec in enumerate(records[:-1]):
+        cont = (rec.get("metadata") or {}).get("continuation")
+        line = Text(f"call {i} -> call {i + 1}: ")
+        if not isinstance(cont, dict):
+            line.append("not checked", style="dim")
+        elif cont.get("holds"):
+            line.append("holds", style="bold green")
+            line.append(": the next prompt starts with this prompt + the corrected response ids, so a trainer")
+            line.append(" can merge the turns into one sequence.")
+        else:
+            first = cont.get("first_mismatch") or {}
+            kind = first.get("kind")
+            line.append("breaks", style="bold yellow")
+            line.append(f" at next-prompt token {first.get('position')} ")
+            where = {
+                "edit_window": "inside an edited window: the server re-tokenized the edited text there",
+                "response": "outside the edits: the server re-tokenized sampled text differently",
+                "prompt": "in the prompt: the history was re-rendered",
+                "end": "the next prompt is shorter",
+            }.get(str(kind), str(kind))
+            line.append(f"({where})")
+            if cont.get("confined_to_edits"):
+                line.append("; every difference is inside an edited window, so an edit-aware merge is sound")
+        lines.append(line)
+    return lines
+
+
+def render(
+    console: Console,
+    *,
+    server_url: str,
+    model: str,
+    logs: Sequence[CallLog],
+    records: Sequence[dict[str, Any]],
+    checks: Sequence[CallCheck],
+    tokenizer: Any,
+    answer: str,
+    reward: float,
+    triplets_path: Path,
+    html_path: Path | None,
+    seconds: float,
+) -> None:
+    console.print(
+        Text.assemble(
+            ("otel-tokenfix demo", "bold"),
+            f"  a RAG agent (think -> search -> think -> answer) on a vLLM-like server at {server_url}\n",
+            (
+                f"model {model}, real Qwen2.5 tokenizer and chat template; scripted answers, some sampled as "
+                "non-canonical token splits; openai client traced with OpenTelemetry + TokenFixSpanProcessor "
+                "+ TripletExporter",
+                "dim",
+            ),
+        )
+    )
+    console.print(legend())
+    for i, (log, rec) in enumerate(zip(logs, records, strict=True)):
+        view = call_view(rec, tokenizer, i)
+        title = f"call {i} · {log.step} · {', '.join(k for k, _ in log.edits) or 'no edits'}"
+        console.print(Panel(response_text(view), title=title, title_align="left", box=box.ROUNDED))
+    console.print(calls_table(logs, checks))
+    console.print(
+        Text(
+            "re-tokenize: tokens a full re-encode of the edited text would put in the trace with no sampled token "
+            "behind them (vs tokenfix's inserted tokens); exact: corrected ids decode to the agent's text and every "
+            "kept token is the sampled id with its logprob.",
+            style="dim",
+        )
+    )
+    for line in continuation_lines(records):
+        console.print(line)
+    console.print(Text.assemble("answer: ", (answer, "bold"), f"  reward {reward:g} (on call {len(logs) - 1})"))
+    console.print(Text.assemble("triplets: ", (str(triplets_path), "bold"), f" ({len(records)} records)"))
+    if html_path is not None:
+        console.print(Text.assemble("html view: ", (str(html_path), "bold")))
+    console.print(
+        Text(f"look closer: otel-tokenfix inspect {triplets_path} --tokenizer qwen2.5", style="cyan"),
+        soft_wrap=True,
+    )
+    console.print(Text(f"done in {seconds:.1f} s", style="dim"))
