@@ -6,8 +6,9 @@ OTLP service all read the same ``Correction`` and decide themselves what to log,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -61,15 +62,13 @@ class Correction:
     def provenance_codes(self) -> list[int]:
         return [PROVENANCE_CODES[p] for p in self.provenance]
 
-    def then_text(
-        self, tokenizer: "PreTrainedTokenizerBase", edited_text: str, *, view: View = "content"
-    ) -> "Correction":
+    def then_text(self, tokenizer: PreTrainedTokenizerBase, edited_text: str, *, view: View = "content") -> Correction:
         """Apply a further text edit; provenance stays relative to the originally sampled ids."""
         from .chain import chain_text
 
         return chain_text(self, tokenizer, edited_text, view=view)
 
-    def then_tokens(self, edited_token_ids: Sequence[int]) -> "Correction":
+    def then_tokens(self, edited_token_ids: Sequence[int]) -> Correction:
         """Apply a further token-level edit; provenance stays relative to the originally sampled ids."""
         from .chain import chain_tokens
 

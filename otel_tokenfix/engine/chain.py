@@ -1,0 +1,45 @@
+"""Chains of edits: each further edit is aligned to the previous result, then composed back.
+
+Why: provenance must always point into the *originally sampled* ids, however many edits an agent makes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .correction import Correction, View
+from .provenance import make_correction
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase
+
+
+def compose(first: Correction, second: Correction) -> Correction:
+    """``second`` was computed on ``first.token_ids``; express it relative to ``first``'s original ids."""
+    src = [None if s is None else first.source_index[s] for s in second.source_index]
+    original = first.original_ids
+    methods = [m for m in (first.method, second.method) if m != "unchanged"]
+    method = "reencode" if "reencode" in methods else (methods[-1] if methods else "unchanged")
+    return make_correction(
+        original,
+        list(second.token_ids),
+        src,
+        logprobs=first.original_logprobs,
+        method=method,
+        edits=first.edits + second.edits,
+        text=second.text,
+    )
+
+
+def chain_text(first: Correction, tokenizer: PreTrainedTokenizerBase, edited_text: str, *, view: View) -> Correction:
+    from .text import correct_text
+
+    second = correct_text(tokenizer, first.token_ids, edited_text, view=view)
+    return compose(first, second)
+
+
+def chain_tokens(first: Correction, edited_token_ids: Sequence[int]) -> Correction:
+    from .tokens import correct_tokens
+
+    return compose(first, correct_tokens(first.token_ids, edited_token_ids))

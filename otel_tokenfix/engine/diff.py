@@ -1,0 +1,188 @@
+"""Near-linear diff of long, nearly identical sequences (text or token ids), coarse to fine.
+
+Why not one global LCS: ``difflib`` is quadratic and even bit-parallel ``rapidfuzz`` costs O(n*m/64), i.e.
+~0.15 s for 30k tokens with 10 scattered edits. Edits in agent traces are few and local, so we trim the
+common prefix/suffix, diff coarse chunks (lines, or content-defined chunks of ids), and only descend into
+the chunks that differ. Result: the list of changed regions, ``(a0, a1, b0, b1)`` half-open, in order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rapidfuzz.distance import Indel
+
+Region = tuple[int, int, int, int]
+
+#: Direct LCS when len(a) * len(b) stays below this (bit-parallel: ~1-2 ms).
+DIRECT_LIMIT = 4_000_000
+
+
+def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Length of the common prefix, by binary search on slice equality (C-speed compares)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 32:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    while lo < hi and a[lo] == b[lo]:
+        lo += 1
+    return lo
+
+
+def common_suffix(a: Sequence[Any], b: Sequence[Any], limit: int) -> int:
+    """Length of the common suffix, at most ``limit``."""
+    n = min(len(a), len(b), limit)
+    la, lb = len(a), len(b)
+    if a[la - n :] == b[lb - n :]:
+        return n
+    lo, hi = 0, n
+    while hi - lo > 32:
+        mid = (lo + hi) // 2
+        if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+            lo = mid
+        else:
+            hi = mid
+    while lo < hi and a[la - lo - 1] == b[lb - lo - 1]:
+        lo += 1
+    return lo
+
+
+def _direct(a: Sequence[Any], b: Sequence[Any], a_off: int, b_off: int) -> list[Region]:
+    out: list[Region] = []
+    for op in Indel.opcodes(a, b):
+        if op.tag != "equal":
+            out.append((op.src_start + a_off, op.src_end + a_off, op.dest_start + b_off, op.dest_end + b_off))
+    return _merge(out)
+
+
+def _merge(regions: list[Region]) -> list[Region]:
+    """Merge touching regions (an insert next to a delete is one replace)."""
+    out: list[Region] = []
+    for r in regions:
+        if out and out[-1][1] == r[0] and out[-1][3] == r[2]:
+            p = out[-1]
+            out[-1] = (p[0], r[1], p[2], r[3])
+        else:
+            out.append(r)
+    return out
+
+
+Splitter = Callable[[Sequence[Any]], list[Any]]
+
+
+def _split_lines(s: Sequence[Any]) -> list[Any]:
+    return s.splitlines(keepends=True)  # type: ignore[attr-defined]
+
+
+_WORD = re.compile(r"\s+|\w+|[^\w\s]+")
+
+
+def _split_words(s: Sequence[Any]) -> list[Any]:
+    return _WORD.findall(s)  # type: ignore[arg-type]
+
+
+def _split_pairs(s: Sequence[Any]) -> list[Any]:
+    """Content-defined chunks of ~8 chars for long runs without spaces (CJK): cut on 2-char hashes."""
+    out: list[Any] = []
+    start = 0
+    for i in range(1, len(s)):
+        if hash(s[i - 1 : i + 1]) % 8 == 0:
+            out.append(s[start : i + 1])
+            start = i + 1
+    if start < len(s):
+        out.append(s[start:])
+    return out
+
+
+def _chunker(k: int) -> Splitter:
+    """Content-defined chunks of an id list: cut after ids whose hash hits 1 in ``k`` (edit-stable)."""
+
+    def split(seq: Sequence[Any]) -> list[Any]:
+        out: list[Any] = []
+        start = 0
+        for i, x in enumerate(seq):
+            if ((hash(x) * 2654435761) & 0xFFFFFFFF) % k == 0:
+                out.append(tuple(seq[start : i + 1]))
+                start = i + 1
+        if start < len(seq):
+            out.append(tuple(seq[start:]))
+        return out
+
+    return split
+
+
+def _diff(a: Sequence[Any], b: Sequence[Any], a_off: int, b_off: int, levels: list[Splitter]) -> list[Region]:
+    p = common_prefix(a, b)
+    s = common_suffix(a, b, min(len(a), len(b)) - p)
+    a_mid, b_mid = a[p : len(a) - s], b[p : len(b) - s]
+    a_off, b_off = a_off + p, b_off + p
+    if not a_mid and not b_mid:
+        return []
+    if not a_mid or not b_mid:
+        return [(a_off, a_off + len(a_mid), b_off, b_off + len(b_mid))]
+    if len(a_mid) * len(b_mid) <= DIRECT_LIMIT or not levels:
+        return _direct(a_mid, b_mid, a_off, b_off)
+    split, rest = levels[0], levels[1:]
+    ca, cb = split(a_mid), split(b_mid)
+    if len(ca) <= 1 and len(cb) <= 1:
+        return _diff(a_mid, b_mid, a_off, b_off, rest)
+    pa = [0]
+    for c in ca:
+        pa.append(pa[-1] + len(c))
+    pb = [0]
+    for c in cb:
+        pb.append(pb[-1] + len(c))
+    coarse = _diff(ca, cb, 0, 0, [_chunker(32)])  # chunk lists: content-defined super-chunks if long
+    out: list[Region] = []
+    for i0, i1, j0, j1 in coarse:
+        x0, x1, y0, y1 = pa[i0], pa[i1], pb[j0], pb[j1]
+        out.extend(_diff(a_mid[x0:x1], b_mid[y0:y1], a_off + x0, b_off + y0, rest))
+    return _merge(out)
+
+
+def diff_text(a: str, b: str) -> list[Region]:
+    """Changed regions between two strings (char offsets): lines, then words, then ~8-char chunks, chars."""
+    return _diff(a, b, 0, 0, [_split_lines, _split_words, _split_pairs])
+
+
+def char_to_byte_regions(a: str, b: str, regions: list[Region]) -> list[Region]:
+    """The same regions in UTF-8 byte offsets (identity for ASCII)."""
+    a_ascii, b_ascii = a.isascii(), b.isascii()
+    if a_ascii and b_ascii:
+        return regions
+
+    def mapper(s: str, ascii_: bool) -> Callable[[int], int]:
+        if ascii_:
+            return lambda i: i
+        state = [0, 0]  # char offset, byte offset (offsets are asked in increasing order)
+
+        def f(i: int) -> int:
+            c, by = state
+            by += len(s[c:i].encode("utf-8", "surrogatepass"))
+            state[0], state[1] = i, by
+            return by
+
+        return f
+
+    fa, fb = mapper(a, a_ascii), mapper(b, b_ascii)
+    out: list[Region] = []
+    for a0, a1, b0, b1 in regions:
+        x0 = fa(a0)
+        x1 = fa(a1)
+        y0 = fb(b0)
+        y1 = fb(b1)
+        out.append((x0, x1, y0, y1))
+    return out
+
+
+def diff_ids(a: Sequence[int], b: Sequence[int]) -> list[Region]:
+    """Changed regions between two id lists: content-defined chunks of ~64, then ~8, then ids."""
+    return _diff(list(a), list(b), 0, 0, [_chunker(64), _chunker(8)])

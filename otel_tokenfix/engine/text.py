@@ -1,0 +1,414 @@
+"""Text edits: correct sampled ids so they decode exactly to the edited text, re-encoding only small windows.
+
+How (all in bytes, no full decode/encode):
+1. The visible bytes ``D`` of the sampled ids (content view: special tokens hidden but kept in place) come
+   from the per-tokenizer table; the target is the edited text's UTF-8.
+2. A coarse-to-fine diff gives changed regions. Each region is widened to token boundaries that are
+   character boundaries, plus one anchor token each side (never an added/special token, never across a
+   hidden token). Overlapping or touching windows merge.
+3. Each window's new text is encoded with the table's exact encoder and spliced in; its bytes must equal
+   the target bytes (else widen, finally re-encode everything with LCS provenance).
+4. Canonical where it can be: if the old window context was the canonical encoding, the new one must be
+   too (re-encoding a margin around it must reproduce it), else the window widens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .correction import Correction, TokenFixError, View
+from .diff import Region, char_to_byte_regions, diff_text
+from .provenance import check_logprobs, make_correction
+from .table import TokenTable, get_table
+from .tokens import align_ids, match_moved
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase
+
+#: Anchor tokens per side on successive attempts; after the last, the full re-encode fallback.
+ANCHOR_STEPS = (1, 3, 8, 24)
+#: Tokens of context each side used to check that a window stays canonical.
+CANON_MARGIN = 3
+
+
+class _Retry(Exception):
+    """A window could not be written or kept canonical with the current anchors."""
+
+
+@dataclass
+class _Doc:
+    """The sampled ids seen through one view, with byte offsets of the allowed cut points."""
+
+    ids: list[int]
+    vis: np.ndarray  # positions (into ids) of visible tokens
+    vids: np.ndarray  # visible ids
+    cut_k: np.ndarray  # allowed cut points, as boundaries 0..nv between visible tokens
+    cut_d: np.ndarray  # display-byte offset of each allowed cut
+    disp: bytes  # what decode shows (after the dummy-prefix strip)
+    clean: bool  # display == valid UTF-8 of the token bytes (byte-level check is a proof)
+
+
+def _decode(tokenizer: Any, ids: Sequence[int], view: View) -> str:
+    """The reference decode for a view (clean-up of tokenization spaces off: it is lossy)."""
+    from tokenizers import Tokenizer
+
+    skip = view == "content"
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer.decode(list(ids), skip_special_tokens=skip)
+    return tokenizer.decode(list(ids), skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+
+
+def _spm_display(table: TokenTable, vids: Sequence[int]) -> str:
+    """Emulate SentencePiece byte fallback: a run of byte tokens decodes as one, else U+FFFD per byte."""
+    out: list[str] = []
+    run = bytearray()
+    byte_id = {v: k for k, v in table.byte_ids.items()}
+    for i in vids:
+        if i in byte_id:
+            run.append(byte_id[i])
+            continue
+        if run:
+            try:
+                out.append(run.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append("\ufffd" * len(run))
+            run.clear()
+        out.append(table.token_bytes[i].decode("utf-8", "replace"))  # type: ignore[union-attr]
+    if run:
+        try:
+            out.append(run.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append("\ufffd" * len(run))
+    return "".join(out)
+
+
+def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, view: View) -> _Doc | None:
+    """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
+    if view == "content":
+        hid = table.hidden[arr]
+        vis = np.flatnonzero(~hid) if hid.any() else np.arange(arr.size)
+    else:
+        vis = np.arange(arr.size)
+    vids = arr[vis]
+    lens = table.lengths[vids]
+    off = np.zeros(lens.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=off[1:])
+    total = int(off[-1])
+    if total:
+        idx = np.repeat(table.starts[vids] - off[:-1], lens) + np.arange(total, dtype=np.int64)
+        raw = table.flat[idx]
+        b = raw.tobytes()
+    else:
+        raw = np.zeros(0, dtype=np.uint8)
+        b = b""
+    s0 = 1 if table.strip_leading_space and b[:1] == b" " else 0
+    try:
+        b[s0:].decode("utf-8")
+        clean = True
+    except UnicodeDecodeError:
+        clean = False
+    nv = int(vids.size)
+    if clean:
+        inner = off[1:-1]
+        ok = np.ones(nv + 1, dtype=bool)
+        if inner.size:
+            ok[1:-1] = (raw[inner] & 0xC0) != 0x80
+        cut_k = np.flatnonzero(ok)
+        cut_d = np.maximum(off[cut_k] - s0, 0)
+        return _Doc(ids, vis, vids, cut_k, cut_d, b[s0:], True)
+    # Dirty: invalid UTF-8 in the token bytes (a cut multi-byte char, an SPM byte run). Cut only where the
+    # decoder provably restarts, decode each segment like the decoder does, and check against it.
+    vlist = vids.tolist()
+    is_byte = np.zeros(nv, dtype=bool)
+    if table.byte_ids:
+        is_byte = np.isin(vids, np.fromiter(table.byte_ids.values(), dtype=np.int64))
+    ks = [0]
+    for k in range(1, nv):
+        if (raw[off[k]] & 0xC0) != 0x80 and not (is_byte[k - 1] and is_byte[k]):
+            ks.append(k)
+    if nv:
+        ks.append(nv)
+    segs: list[str] = []
+    for a, z in zip(ks, ks[1:], strict=False):
+        if table.kind == "metaspace":
+            segs.append(_spm_display(table, vlist[a:z]))
+        else:
+            segs.append(b[off[a] : off[z]].decode("utf-8", "replace"))
+    d = [0]
+    for s in segs:
+        d.append(d[-1] + len(s.encode("utf-8")))
+    disp_s = "".join(segs)
+    strip = 1 if table.strip_leading_space and disp_s[:1] == " " else 0
+    disp = disp_s[strip:]
+    if disp != _decode(tokenizer, ids, view):
+        return None
+    cut_d = np.maximum(np.asarray(d, dtype=np.int64) - strip, 0)
+    return _Doc(ids, vis, vids, np.asarray(ks if nv else [0], dtype=np.int64), cut_d, disp.encode("utf-8"), False)
+
+
+@dataclass
+class _Window:
+    a: int  # index into doc.cut_k of the left cut
+    z: int  # index into doc.cut_k of the right cut
+    t0: int  # target byte offset of the left cut
+    t1: int  # target byte offset of the right cut
+    regions: list[Region]
+
+
+def _anchorable(doc: _Doc, table: TokenTable, k_lo: int, k_hi: int, edge: int) -> bool:
+    """Visible tokens [k_lo, k_hi) can join a window whose edge is boundary ``edge``: none is an added
+    token, and no hidden token sits between them or between them and the window."""
+    if k_hi <= k_lo:
+        return True
+    if bool(table.added[doc.vids[k_lo:k_hi]].any()):
+        return False
+    lo, hi = min(k_lo, edge - 1 if edge > 0 else 0), max(k_hi, edge + 1 if edge < doc.vids.size else edge)
+    lo, hi = max(lo, 0), min(hi, int(doc.vids.size))
+    return int(doc.vis[hi - 1] - doc.vis[lo]) == hi - 1 - lo
+
+
+def _windows(doc: _Doc, table: TokenTable, regions: list[Region], anchors: int) -> list[_Window]:
+    cut_d, cut_k = doc.cut_d, doc.cut_k
+    last = len(cut_k) - 1
+    wins: list[_Window] = []
+    delta = 0
+    for d0, d1, t0, t1 in regions:
+        a = int(np.searchsorted(cut_d, d0, "right")) - 1
+        z = int(np.searchsorted(cut_d, d1, "left"))
+        a, z = max(a, 0), min(z, last)
+        for _ in range(anchors):
+            if a > 0 and _anchorable(doc, table, int(cut_k[a - 1]), int(cut_k[a]), int(cut_k[a])):
+                a -= 1
+        for _ in range(anchors):
+            if z < last and _anchorable(doc, table, int(cut_k[z]), int(cut_k[z + 1]), int(cut_k[z])):
+                z += 1
+        left_t = int(cut_d[a]) + delta
+        new_delta = delta + (t1 - t0) - (d1 - d0)
+        right_t = int(cut_d[z]) + new_delta
+        if wins and a <= wins[-1].z:
+            w = wins[-1]
+            w.z = max(w.z, z)
+            w.t1 = int(cut_d[w.z]) + new_delta
+            w.regions.append((d0, d1, t0, t1))
+        else:
+            wins.append(_Window(a, z, left_t, right_t, [(d0, d1, t0, t1)]))
+        delta = new_delta
+    return wins
+
+
+def _map_offset(x: int, w: _Window) -> int:
+    """Target offset of display offset ``x`` inside window ``w`` (inserted text goes before hidden tokens)."""
+    prev_d, prev_t = w.regions[0][0], w.regions[0][2]
+    for d0, d1, t0, t1 in w.regions:
+        if x < d0:
+            break
+        if x < d1:
+            return t0 + min(x - d0, t1 - t0)
+        prev_d, prev_t = d1, t1
+    return x - prev_d + prev_t
+
+
+def _char_floor(tb: bytes, t: int) -> int:
+    while 0 < t < len(tb) and (tb[t] & 0xC0) == 0x80:
+        t -= 1
+    return t
+
+
+def _encode_exact(table: TokenTable, data: bytes) -> list[int]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Retry from exc
+    new = table.encode(text)
+    if table.join(new) != data:
+        raise _Retry
+    return new
+
+
+def _canonical_ok(table: TokenTable, doc: _Doc, k_lo: int, k_hi: int, new: list[int]) -> bool:
+    """Re-encoding a margin around the window reproduces it, or the old context was not canonical anyway."""
+    nv = int(doc.vids.size)
+    m_lo = k_lo
+    while m_lo > 0 and k_lo - m_lo < CANON_MARGIN and _anchorable(doc, table, m_lo - 1, m_lo, m_lo):
+        m_lo -= 1
+    m_hi = k_hi
+    while m_hi < nv and m_hi - k_hi < CANON_MARGIN and _anchorable(doc, table, m_hi, m_hi + 1, m_hi):
+        m_hi += 1
+    left = doc.vids[m_lo:k_lo].tolist()
+    right = doc.vids[k_hi:m_hi].tolist()
+    ctx_new = left + new + right
+    try:
+        if table.encode(table.join(ctx_new).decode("utf-8")) == ctx_new:
+            return True
+        ctx_old = doc.vids[m_lo:m_hi].tolist()
+        return table.encode(table.join(ctx_old).decode("utf-8")) != ctx_old
+    except UnicodeDecodeError:
+        return True
+
+
+def _pieces(doc: _Doc, tb: bytes, w: _Window) -> list[tuple[int, int, int, int]]:
+    """Split a window at hidden tokens inside it: (k_start, k_end, t_start, t_end) per piece."""
+    vis, cut_k, cut_d = doc.vis, doc.cut_k, doc.cut_d
+    k_lo, k_hi = int(cut_k[w.a]), int(cut_k[w.z])
+    ks = [k_lo]
+    ts = [w.t0]
+    if k_hi - k_lo > 1 and int(vis[k_hi - 1]) - int(vis[k_lo]) != k_hi - 1 - k_lo:
+        gaps = np.flatnonzero(np.diff(vis[k_lo:k_hi]) > 1) + k_lo + 1
+        for k in gaps.tolist():
+            j = int(np.searchsorted(cut_k, k, "right")) - 1  # nearest allowed cut at or before k
+            t = _char_floor(tb, max(ts[-1], min(_map_offset(int(cut_d[j]), w), w.t1)))
+            ks.append(k)
+            ts.append(max(t, ts[-1]))
+    ks.append(k_hi)
+    ts.append(w.t1)
+    return [(ks[i], ks[i + 1], ts[i], ts[i + 1]) for i in range(len(ks) - 1)]
+
+
+def _insert_pos(doc: _Doc, table: TokenTable, k: int) -> int:
+    """Where in ids new text goes for an empty piece at visible boundary k (before hidden tokens)."""
+    vis, ids = doc.vis, doc.ids
+    if k > 0:
+        return int(vis[k - 1]) + 1
+    if vis.size:
+        return int(vis[0])
+    lead = 0
+    while lead < len(ids) and table.bos is not None and ids[lead] == table.bos:
+        lead += 1
+    return lead
+
+
+def _splice(
+    table: TokenTable, doc: _Doc, tb: bytes, regions: list[Region], anchors: int, canonical: bool
+) -> tuple[list[int], list[int | None], list[Region]]:
+    """Splice re-encoded windows into the sampled ids. Returns ids, source index, replaced id ranges."""
+    ids, vis = doc.ids, doc.vis
+    out: list[int] = []
+    src: list[int | None] = []
+    changed: list[Region] = []
+    pos = 0  # next position in ids to copy
+    for w in _windows(doc, table, regions, anchors):
+        for k0, k1, t0, t1 in _pieces(doc, tb, w):
+            if k1 > k0:
+                p0, p1 = int(vis[k0]), int(vis[k1 - 1]) + 1
+            else:
+                p0 = p1 = _insert_pos(doc, table, k0)
+            out.extend(ids[pos:p0])
+            src.extend(range(pos, p0))
+            first = k0 == 0 and table.strip_leading_space
+            data = tb[t0:t1]
+            if first and (data or k1 < int(doc.vids.size)):
+                data = b" " + data
+            new = _encode_exact(table, data)
+            old = ids[p0:p1]
+            if canonical and new != old and not _canonical_ok(table, doc, k0, k1, new):
+                raise _Retry
+            p = 0
+            while p < len(old) and p < len(new) and old[p] == new[p]:
+                p += 1
+            s = 0
+            while s < len(old) - p and s < len(new) - p and old[-1 - s] == new[-1 - s]:
+                s += 1
+            base = len(out)
+            out.extend(new)
+            src.extend(range(p0, p0 + p))
+            src.extend([None] * (len(new) - p - s))
+            src.extend(range(p1 - s, p1))
+            if len(new) - p - s or len(old) - p - s:
+                changed.append((p0 + p, p1 - s, base + p, base + len(new) - s))
+            pos = p1
+    out.extend(ids[pos:])
+    src.extend(range(pos, len(ids)))
+    return out, src, changed
+
+
+def _reencode(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, text: str, view: View) -> list[int]:
+    """Fallback: encode the whole text; hidden tokens keep their place at the start/end."""
+    if view == "content":
+        hid = table.hidden[arr]
+        vis = np.flatnonzero(~hid)
+    else:
+        vis = np.arange(arr.size)
+    if vis.size:
+        lead, trail = ids[: int(vis[0])], ids[int(vis[-1]) + 1 :]
+        span = range(int(vis[0]), int(vis[-1]) + 1)
+        middle_hidden = [ids[i] for i in span if view == "content" and table.hidden[ids[i]]]
+    else:
+        n_bos = 0
+        while n_bos < len(ids) and table.bos is not None and ids[n_bos] == table.bos:
+            n_bos += 1
+        lead, trail, middle_hidden = ids[:n_bos], ids[n_bos:], []
+    data = (b" " if table.strip_leading_space else b"") + text.encode("utf-8")
+    try:
+        new = _encode_exact(table, data)
+    except _Retry:
+        new = _bytewise(table, data)
+    return lead + new + middle_hidden + trail
+
+
+def _bytewise(table: TokenTable, data: bytes) -> list[int]:
+    """Last resort: encode char by char, byte-fallback tokens for chars that cannot be written otherwise."""
+    text = data.decode("utf-8")
+    out: list[int] = []
+    for ch in text:
+        ids = table.encode(ch)
+        if table.join(ids) == ch.encode("utf-8"):
+            out.extend(ids)
+            continue
+        raw = ch.encode("utf-8")
+        if not all(b in table.byte_ids for b in raw):
+            raise TokenFixError(f"this tokenizer cannot write {ch!r} exactly (no byte-fallback token)")
+        out.extend(table.byte_ids[b] for b in raw)
+    return out
+
+
+def correct_text(
+    tokenizer: PreTrainedTokenizerBase,
+    token_ids: Sequence[int],
+    edited_text: str,
+    *,
+    logprobs: Sequence[float] | None = None,
+    view: View = "content",
+    canonical: bool = True,
+) -> Correction:
+    """Correct sampled ``token_ids`` so they decode exactly to ``edited_text``, keeping every untouched token.
+
+    ``view="content"``: the text as an OpenAI-compatible API shows it (special tokens hidden, kept in
+    place); ``view="raw"``: the full decode. Raises ``TokenFixError`` on bad input only."""
+    if view not in ("content", "raw"):
+        raise TokenFixError(f"unknown view {view!r}: use 'content' or 'raw'")
+    if not isinstance(edited_text, str):
+        raise TokenFixError(f"edited_text must be a str, not {type(edited_text).__name__}")
+    table = get_table(tokenizer)
+    arr = table.check_ids(token_ids)
+    ids = arr.tolist()
+    lp = check_logprobs(ids, logprobs)
+    tb = edited_text.encode("utf-8", "surrogatepass")
+    try:
+        edited_text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TokenFixError("edited_text contains lone surrogates and cannot be tokenized") from exc
+    doc = _build_doc(table, tokenizer, ids, arr, view)
+    if doc is not None:
+        disp_s = doc.disp.decode("utf-8")
+        regions = char_to_byte_regions(disp_s, edited_text, diff_text(disp_s, edited_text))
+        if not regions:
+            return make_correction(ids, ids, list(range(len(ids))), logprobs=lp, method="unchanged", text=edited_text)
+        for step, anchors in enumerate(ANCHOR_STEPS):
+            try:
+                out, src, changed = _splice(table, doc, tb, regions, anchors, canonical)
+            except _Retry:
+                continue
+            if not doc.clean and _decode(tokenizer, out, view) != edited_text:
+                continue
+            if changed:
+                match_moved(ids, out, changed, src)
+            method = "splice" if step == 0 else "widened"
+            return make_correction(ids, out, src, logprobs=lp, method=method, text=edited_text)
+    out = _reencode(table, tokenizer, ids, arr, edited_text, view)
+    if _decode(tokenizer, out, view) != edited_text:
+        raise TokenFixError("the tokenizer cannot reproduce the edited text exactly (lossy tokenizer?)")
+    return make_correction(ids, out, align_ids(ids, out), logprobs=lp, method="reencode", text=edited_text)

@@ -1,0 +1,105 @@
+"""Token-level edits: align edited ids to the sampled ids (LCS plus moved runs).
+
+Why: an agent may delete, insert or reorder ids directly. A near-linear LCS keeps every untouched id;
+a deleted run that reappears elsewhere (a reorder) is matched back, so its tokens keep their sampled
+origin and logprobs (as ``shifted``) instead of counting as new text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .correction import Correction, TokenFixError
+from .diff import Region, diff_ids
+from .provenance import check_logprobs, make_correction
+
+#: Candidate positions tried per 2-gram when looking for a moved run (bounds pathological repeats).
+MAX_CANDIDATES = 16
+
+
+def _as_ids(ids: Sequence[int], what: str) -> list[int]:
+    try:
+        out = [int(x) for x in ids]
+    except (TypeError, ValueError) as exc:
+        raise TokenFixError(f"{what} must be a sequence of integers: {exc}") from exc
+    if any(x < 0 for x in out):
+        raise TokenFixError(f"{what} contains a negative id")
+    return out
+
+
+def match_moved(a: Sequence[int], b: Sequence[int], regions: list[Region], src: list[int | None]) -> None:
+    """Fill ``src`` (indexed by positions of ``b``) for inserted runs that reappear from deleted runs.
+
+    A match counts if it is >= 2 ids long, or if it is a whole deleted run (e.g. one id moved)."""
+    deleted: list[int] = []
+    seg_end: dict[int, int] = {}
+    for a0, a1, _, _ in regions:
+        for p in range(a0, a1):
+            deleted.append(p)
+            seg_end[p] = a1
+    if not deleted:
+        return
+    used: set[int] = set()
+    grams: dict[tuple[int, int], list[int]] = {}
+    singles: dict[int, list[int]] = {}
+    for a0, a1, _, _ in regions:
+        if a1 - a0 == 1:
+            singles.setdefault(a[a0], []).append(a0)
+        for p in range(a0, a1 - 1):
+            lst = grams.setdefault((a[p], a[p + 1]), [])
+            if len(lst) < MAX_CANDIDATES:
+                lst.append(p)
+    for _, _, b0, b1 in regions:
+        j = b0
+        while j < b1:
+            best_p, best_len = -1, 0
+            if j + 1 < b1:
+                for p in grams.get((b[j], b[j + 1]), ()):
+                    if p in used or p + 1 in used:
+                        continue
+                    n = 0
+                    end = seg_end[p]
+                    while j + n < b1 and p + n < end and a[p + n] == b[j + n] and (p + n) not in used:
+                        n += 1
+                    if n > best_len:
+                        best_p, best_len = p, n
+            if best_len < 2:
+                best_p, best_len = -1, 0
+                for p in singles.get(b[j], ()):
+                    if p not in used and (j + 1 == b1 or b[j + 1] != b[j]):
+                        best_p, best_len = p, 1
+                        break
+            if best_len:
+                for k in range(best_len):
+                    used.add(best_p + k)
+                    src[j + k] = best_p + k
+                j += best_len
+            else:
+                j += 1
+
+
+def align_ids(a: Sequence[int], b: Sequence[int], *, moved: bool = True) -> list[int | None]:
+    """For each id of ``b``, the index of the id of ``a`` it keeps (or None)."""
+    regions = diff_ids(a, b)
+    src: list[int | None] = [None] * len(b)
+    pa = pb = 0
+    for _a0, a1, b0, b1 in regions:
+        for k in range(b0 - pb):
+            src[pb + k] = pa + k
+        pa, pb = a1, b1
+    for k in range(len(b) - pb):
+        src[pb + k] = pa + k
+    if moved and regions:
+        match_moved(a, b, regions, src)
+    return src
+
+
+def correct_tokens(
+    token_ids: Sequence[int], edited_token_ids: Sequence[int], *, logprobs: Sequence[float] | None = None
+) -> Correction:
+    """Provenance for a token-level edit of the sampled ids (no tokenizer needed)."""
+    a = _as_ids(token_ids, "token_ids")
+    b = _as_ids(edited_token_ids, "edited_token_ids")
+    lp = check_logprobs(a, logprobs)
+    src = align_ids(a, b)
+    return make_correction(a, b, src, logprobs=lp, method="tokens")
