@@ -433,6 +433,8 @@ class EditEvent:
     view: str = "content"
     source: str | None = None
     error: str | None = None
+    #: a target attribute was present (even if unreadable): such an edit never falls back to "most recent"
+    target_given: bool = False
 
     @property
     def key(self) -> tuple[int, int]:
@@ -441,7 +443,7 @@ class EditEvent:
 
     @property
     def targeted(self) -> bool:
-        return self.target_span_id is not None or self.target_response_id is not None
+        return self.target_given or self.target_span_id is not None or self.target_response_id is not None
 
 
 def parse_span_id(value: Any) -> int | None:
@@ -521,6 +523,7 @@ def read_edit(span: SpanView, index: int, ev: EventView, conv: Conventions = DEF
         view=view,
         source=source if isinstance(source, str) else None,
         error="; ".join(errors) or None,
+        target_given=EDIT_TARGET_SPAN_ID in attrs or EDIT_TARGET_RESPONSE_ID in attrs,
     )
 
 

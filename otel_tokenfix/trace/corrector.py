@@ -245,6 +245,8 @@ def correct_trace(
             if hit is not None:
                 return hit, None
         if edit.targeted:
+            if edit.target_span_id is None and edit.target_response_id is None:
+                return None, "unreadable target"
             what = (
                 f"span {edit.target_span_id:016x}" if edit.target_span_id is not None
                 else f"response id {edit.target_response_id!r}"
@@ -428,11 +430,13 @@ def _correct_one(
         )
         return call, ({cv.STATUS: cv.STATUS_UNCHANGED} if mark_unchanged else {})
     edits = sorted(p.edits, key=lambda e: (e.time, e.carrier_span_id, e.index))
-    tokenizer = None
-    if any(e.text is not None for e in edits) or decode_text:
-        tokenizer = lookup(model)
-        if tokenizer is None and any(e.text is not None for e in edits):
-            return _error_call(p, index, conv, f"no tokenizer for model {model!r}")
+    tokenizer = lookup(model)
+    if tokenizer is None and any(e.text is not None for e in edits):
+        return _error_call(p, index, conv, f"no tokenizer for model {model!r}")
+    if tokenizer is not None:
+        bad = _out_of_vocab(tokenizer, edits)
+        if bad is not None:
+            return _error_call(p, index, conv, f"edited token id {bad} is not in the vocabulary of {model!r}")
     lp = cv.read_logprobs(p.span, len(ids), conv)
     try:
         correction = _apply(tokenizer, ids, lp, edits)
@@ -481,6 +485,19 @@ def _apply(tokenizer: Any, ids: list[int], logprobs: list[float] | None, edits: 
         else:
             correction = correction.then_text(tokenizer, edit.text, view=edit.view)
     return correction
+
+
+def _out_of_vocab(tokenizer: Any, edits: Iterable[EditEvent]) -> int | None:
+    try:
+        size = len(tokenizer)
+    except Exception:  # noqa: BLE001 - not a sized tokenizer: the engine decides
+        return None
+    for edit in edits:
+        if edit.token_ids:
+            bad = max(edit.token_ids)
+            if bad >= size:
+                return bad
+    return None
 
 
 def _decode(tokenizer: Any, ids: Sequence[int]) -> str | None:

@@ -1,0 +1,198 @@
+"""Bounds, timeouts, flush/shutdown, a raising downstream, 16 threads with exactly-once delivery, metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from processor_helpers import make_pipeline, qwen_ids
+
+from otel_tokenfix import record_edit
+from otel_tokenfix.trace import conventions as cv
+
+MODEL = "qwen"
+
+
+def attrs(tok, text):
+    return {"response_token_ids": tuple(qwen_ids(tok, text)), "gen_ai.request.model": MODEL}
+
+
+def test_max_traces_releases_oldest_uncorrected_and_marked(qwen):
+    p = make_pipeline({MODEL: qwen}, max_traces=2)
+    runs = [p.tracer.start_span(f"run{i}") for i in range(3)]
+    from opentelemetry import trace
+
+    for i, run in enumerate(runs):
+        with trace.use_span(run, end_on_exit=False):
+            with p.tracer.start_as_current_span(f"llm{i}", attributes=attrs(qwen, f"Answer {i}.")):
+                pass
+    early = p.one("llm0")
+    assert early.attributes[cv.STATUS] == cv.STATUS_ERROR and "max_traces" in early.attributes[cv.ERROR]
+    assert p.named("llm1") == [] and p.processor.stats["released_early"] == 1
+    for run in runs:
+        run.end()
+    assert len(p.named("llm1")) == 1 and len(p.named("llm2")) == 1
+    assert cv.STATUS not in p.one("llm2").attributes
+
+
+def test_max_spans_bound(qwen):
+    p = make_pipeline({MODEL: qwen}, max_spans=3)
+    with p.tracer.start_as_current_span("run"):
+        for i in range(5):
+            with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, f"A{i}")):
+                pass
+            assert p.processor.stats["held_spans"] <= 3
+    assert len(p.named("llm")) == 5
+    assert p.processor.stats["released_early"] >= 3
+
+
+def test_hold_timeout_with_background_timer(qwen):
+    p = make_pipeline({MODEL: qwen}, hold_timeout=0.3, timer_interval=0.05)
+    run = p.tracer.start_span("run")
+    from opentelemetry import trace
+
+    with trace.use_span(run, end_on_exit=False):
+        with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, "Hello there.")):
+            pass
+    deadline = time.monotonic() + 5
+    while not p.named("llm") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    a = p.one("llm").attributes
+    assert a[cv.STATUS] == cv.STATUS_ERROR and "timeout" in a[cv.ERROR]
+    run.end()
+    assert len(p.named("llm")) == 1
+    p.provider.shutdown()
+    assert not p.processor._timer.is_alive()
+
+
+def test_shutdown_and_flush_release_held_spans_with_edits(qwen):
+    p = make_pipeline({MODEL: qwen}, root_grace=60)
+    from opentelemetry import trace
+
+    run = p.tracer.start_span("run")
+    with trace.use_span(run, end_on_exit=False):
+        with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, "Hello there, friend.")):
+            pass
+        with p.tracer.start_as_current_span("step"):
+            record_edit("Hello there.")
+    with p.tracer.start_as_current_span("root-llm", attributes=attrs(qwen, "Solo.")):
+        pass
+    assert p.named("llm") == [] and p.named("root-llm") == []
+    assert p.processor.force_flush()
+    a = p.one("llm").attributes
+    assert a[cv.STATUS] == cv.STATUS_CORRECTED
+    assert qwen.decode(list(a[cv.RESPONSE_IDS]), skip_special_tokens=True) == "Hello there."
+    assert len(p.named("root-llm")) == 1
+    # shutdown with a held span
+    p2 = make_pipeline({MODEL: qwen}, root_grace=60)
+    with p2.tracer.start_as_current_span("root-llm", attributes=attrs(qwen, "Solo.")):
+        pass
+    p2.provider.shutdown()
+    assert len(p2.named("root-llm")) == 1 and p2.processor.stats["held_spans"] == 0
+    # after shutdown nothing is held
+    with p2.tracer.start_as_current_span("late-llm", attributes=attrs(qwen, "x")):
+        pass
+    assert p2.processor.stats["held_spans"] == 0
+
+
+class Raising(SimpleSpanProcessor):
+    def __init__(self, exporter, every: int) -> None:
+        super().__init__(exporter)
+        self.calls = 0
+        self.every = every
+
+    def on_end(self, span):
+        self.calls += 1
+        if self.calls % self.every == 0:
+            raise RuntimeError("downstream down")
+        super().on_end(span)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        raise RuntimeError("flush failed")
+
+
+def test_raising_downstream_never_reaches_user_code(qwen):
+    exporter = InMemorySpanExporter()
+    p = make_pipeline({MODEL: qwen}, downstream=Raising(exporter, every=2))
+    for i in range(4):
+        with p.tracer.start_as_current_span("run"):
+            with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, f"Reply {i}.")):
+                pass
+            record_edit(f"Reply {i}!")
+    assert p.processor.force_flush() is False
+    st = p.processor.stats
+    assert st["downstream_errors"] == 5  # 4 of 8 on_end calls + the flush
+    assert len(exporter.get_finished_spans()) == 4
+    assert st["corrected"] == 4 and st["held_spans"] == 0
+
+
+def test_sixteen_threads_exactly_once(qwen):
+    exporter = InMemorySpanExporter()
+    p = make_pipeline({MODEL: qwen}, downstream=SimpleSpanProcessor(exporter), max_traces=64)
+    made: list[int] = []
+    made_lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def agent(n: int) -> None:
+        try:
+            for j in range(6):
+                text = f"Thread {n} turn {j}: the answer is {n * j}."
+                ids = []
+                with p.tracer.start_as_current_span("run") as run:
+                    ids.append(run.get_span_context().span_id)
+                    with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, text)) as s:
+                        ids.append(s.get_span_context().span_id)
+                    with p.tracer.start_as_current_span("step") as step:
+                        ids.append(step.get_span_context().span_id)
+                        if j % 2 == 0:
+                            record_edit(f"Thread {n} turn {j}: {n * j}.")
+                with made_lock:
+                    made.extend(ids)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    p.processor.force_flush()
+    out = [s.context.span_id for s in exporter.get_finished_spans()]
+    assert sorted(out) == sorted(made) and len(set(out)) == len(out) == 16 * 6 * 3
+    for s in exporter.get_finished_spans():
+        if s.name != "llm":
+            continue
+        text = qwen.decode(list(s.attributes["response_token_ids"]), skip_special_tokens=True)
+        head = text.split(":")[0]
+        n, j = int(head.split()[1]), int(head.split()[3])
+        if j % 2 == 0:
+            assert s.attributes[cv.STATUS] == cv.STATUS_CORRECTED and text == f"Thread {n} turn {j}: {n * j}."
+        else:
+            assert cv.STATUS not in s.attributes
+    st = p.processor.stats
+    assert st["corrected"] == 16 * 3 and st["unchanged"] == 16 * 3 and st["errors"] == 0
+
+
+def test_metrics_when_meter_provider_given(qwen):
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    p = make_pipeline({MODEL: qwen}, meter_provider=mp)
+    with p.tracer.start_as_current_span("run"):
+        with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, "Metrics are fun.")):
+            pass
+        record_edit("Metrics are great fun.")
+    data = reader.get_metrics_data()
+    points = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                for dp in m.data.data_points:
+                    points[(m.name, tuple(sorted(dp.attributes.items())))] = dp.value
+    assert points[("tokenfix.spans", (("outcome", "corrected"),))] == 1
+    assert points[("tokenfix.spans", (("outcome", "passed"),))] == 1
+    assert points[("tokenfix.held", (("kind", "spans"),))] == 0
