@@ -430,7 +430,10 @@ def _correct_one(
         )
         return call, ({cv.STATUS: cv.STATUS_UNCHANGED} if mark_unchanged else {})
     edits = sorted(p.edits, key=lambda e: (e.time, e.carrier_span_id, e.index))
-    tokenizer = lookup(model)
+    try:
+        tokenizer = lookup(model)
+    except Exception as exc:  # noqa: BLE001 - e.g. a tokenizer directory that fails to load
+        return _error_call(p, index, conv, f"no tokenizer for model {model!r}: {exc}")
     if tokenizer is None and any(e.text is not None for e in edits):
         return _error_call(p, index, conv, f"no tokenizer for model {model!r}")
     if tokenizer is not None:
