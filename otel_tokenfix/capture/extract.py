@@ -163,11 +163,13 @@ class _ChoiceAcc:
         self.tools: dict[int, ToolCallData] = {}
         self.prompt_ids: list[int] | None = None
 
-    def result(self) -> ChoiceData:
+    def result(self, server_sends_ids: bool = False) -> ChoiceData:
+        """``server_sends_ids``: prompt ids arrived, so a choice without id chunks has an empty id list."""
+        has_ids = self.saw_ids or server_sends_ids or self.prompt_ids is not None
         return ChoiceData(
             index=self.index,
             text="".join(self.text) if self.text or not self.tools else None,
-            token_ids=list(self.ids) if self.saw_ids else None,
+            token_ids=list(self.ids) if has_ids else None,
             logprobs=list(self.logprobs) if self.saw_logprobs and self.logprobs_ok else None,
             finish_reason=self.finish_reason,
             tool_calls=[self.tools[k] for k in sorted(self.tools)],
@@ -260,5 +262,6 @@ class StreamCollector:
         return bool(self._choices) and all(c.finish_reason for c in self._choices.values())
 
     def result(self) -> ResponseData:
-        self.data.choices = [self._choices[k].result() for k in sorted(self._choices)]
+        sends_ids = self.data.prompt_token_ids is not None
+        self.data.choices = [self._choices[k].result(sends_ids) for k in sorted(self._choices)]
         return self.data

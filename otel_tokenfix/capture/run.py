@@ -192,7 +192,11 @@ class CallRun:
         choices = sorted(data.choices, key=lambda c: c.index)
         n = len(choices)
         if not choices:
-            self._set({A.CAPTURE_STATUS: A.STATUS_NO_IDS, A.CAPTURE_REASON: "the response has no choices"})
+            if complete:
+                self._set({A.CAPTURE_STATUS: A.STATUS_NO_IDS, A.CAPTURE_REASON: "the response has no choices"})
+            else:
+                reason = "the stream was closed before any choice was read"
+                self._set({A.CAPTURE_STATUS: A.STATUS_INCOMPLETE, A.CAPTURE_REASON: reason})
             return
         reasons = tuple(c.finish_reason for c in choices if c.finish_reason)
         # Choices 1..n-1 on child spans, ended before the call span so that choice 0 stays the most

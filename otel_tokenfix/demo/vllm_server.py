@@ -383,6 +383,7 @@ class _Call:
         prefix = "chatcmpl-" if chat else "cmpl-"
         self.id = prefix + uuid.uuid4().hex
         self.created = int(time.time())
+        self.failed = False
 
     @property
     def error(self) -> tuple[int, str] | None:
@@ -481,6 +482,8 @@ class _Call:
         for i, (reply, gen) in enumerate(zip(self.replies, self.gens, strict=False)):
             async for chunk in self._stream_choice(i, reply, gen):
                 yield chunk
+            if self.failed:
+                break  # like vLLM: the error event, then [DONE]
         if include_usage:
             yield _sse(self._chunk([], usage=self.usage()))
         yield _sse("[DONE]")
@@ -492,6 +495,7 @@ class _Call:
         tools_at = last - 1 if ends_with_eos and last > 0 else last
         for k, (token, lp) in enumerate(zip(gen.token_ids, gen.logprobs, strict=False)):
             if reply.stream_error_after is not None and k >= reply.stream_error_after:
+                self.failed = True
                 yield _sse(
                     {"error": {"message": "scripted stream failure", "type": "InternalServerError", "code": 500}}
                 )
