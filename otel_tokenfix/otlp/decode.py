@@ -1,0 +1,152 @@
+"""OTLP protobuf -> SpanView.
+
+Why lazy attributes: most spans a service receives are not LLM spans; the trace assembly only asks
+whether a few keys exist. Building a key index of the protobuf ``KeyValue`` list is cheap, converting a
+1k-token int array is not, so values are converted on first read and cached. Arrays become tuples (as
+in the SDK), ids become ints, so the middle sees the same values whatever door a span came through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from ..trace.view import EventView, SpanView
+
+#: OTLP span flags (trace.proto): bit 8 says whether bit 9 (parent is remote) is known.
+FLAG_HAS_IS_REMOTE = 0x100
+FLAG_IS_REMOTE = 0x200
+
+
+def any_value(value: AnyValue) -> Any:
+    """One OTLP AnyValue as a plain Python value (arrays -> tuples, kvlists -> dicts, unset -> None)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "array_value":
+        values = value.array_value.values
+        if values and values[0].WhichOneof("value") == "int_value":  # the hot path: token ids
+            ints = tuple(v.int_value for v in values)
+            # a non-int element reads as 0: only zeros need a type check (cheap: most ids are not 0)
+            if 0 not in ints or all(values[i].WhichOneof("value") == "int_value" for i, x in enumerate(ints) if x == 0):
+                return ints
+        return tuple(any_value(v) for v in values)
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return bytes(value.bytes_value)
+    return None
+
+
+class LazyAttributes(Mapping[str, Any]):
+    """A read-only mapping over a repeated ``KeyValue``; values converted on first access.
+
+    Duplicate keys (allowed on the wire, not in the SDK): the last one wins, as in the SDK.
+    """
+
+    __slots__ = ("_kvs", "_index", "_cache")
+
+    def __init__(self, kvs: Any) -> None:
+        self._kvs = kvs
+        self._index: dict[str, AnyValue] | None = None
+        self._cache: dict[str, Any] = {}
+
+    def _idx(self) -> dict[str, AnyValue]:
+        if self._index is None:
+            self._index = {kv.key: kv.value for kv in self._kvs}
+        return self._index
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        raw = self._idx()[key]
+        value = any_value(raw)
+        self._cache[key] = value
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._idx()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._idx())
+
+    def __len__(self) -> int:
+        return len(self._idx())
+
+    def __repr__(self) -> str:
+        return f"LazyAttributes({dict(self)!r})"
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    """Eager conversion (resources, events: small and read often)."""
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def _id(raw: bytes) -> int:
+    return int.from_bytes(raw, "big") if raw else 0
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRef:
+    """Where a span came from inside a request: what an edge needs to re-emit it (``SpanView.source``)."""
+
+    span: Span
+    resource: Resource
+    resource_schema_url: str
+    scope: InstrumentationScope
+    scope_schema_url: str
+
+
+def span_view(span: Span, resource_attrs: Mapping[str, Any], ref: SpanRef | None = None) -> SpanView:
+    """One protobuf span as a SpanView (``source`` is the SpanRef, or the span when no ref is given)."""
+    parent = _id(span.parent_span_id)
+    flags = span.flags
+    events = tuple(
+        EventView(ev.name, ev.time_unix_nano, attributes(ev.attributes)) for ev in span.events
+    ) if span.events else ()
+    return SpanView(
+        trace_id=_id(span.trace_id),
+        span_id=_id(span.span_id),
+        parent_span_id=parent or None,
+        name=span.name,
+        start_time=span.start_time_unix_nano,
+        end_time=span.end_time_unix_nano,
+        attributes=LazyAttributes(span.attributes),
+        events=events,
+        resource_attributes=resource_attrs,
+        parent_is_remote=bool(parent) and bool(flags & FLAG_HAS_IS_REMOTE) and bool(flags & FLAG_IS_REMOTE),
+        source=ref if ref is not None else span,
+    )
+
+
+def request_views(request: ExportTraceServiceRequest) -> list[SpanView]:
+    """Every span of an export request as SpanViews, in request order, with resource attributes."""
+    out: list[SpanView] = []
+    for rs in request.resource_spans:
+        res_attrs = attributes(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                ref = SpanRef(span, rs.resource, rs.schema_url, ss.scope, ss.schema_url)
+                out.append(span_view(span, res_attrs, ref))
+    return out
+
+
+def parse_request(data: bytes) -> ExportTraceServiceRequest:
+    """Parse a binary OTLP trace request; raises ``google.protobuf.message.DecodeError`` on bad bytes."""
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(data)
+    return request

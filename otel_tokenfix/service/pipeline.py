@@ -1,0 +1,296 @@
+"""The service pipeline: OTLP requests -> SpanViews -> TraceAssembly -> corrector -> triplets + forward.
+
+Why this is thin: the holding, correction and record building are the shared middle
+(:class:`TraceAssembly`, :func:`correct_release`, :func:`build_triplets`), called exactly as the SDK's
+``TripletExporter`` calls them, so the service and the in-process path give the same triplets. This
+module only adds what a network edge needs: thread safety across request handlers, a timer for grace
+periods and hold timeouts, counters, forwarding corrected protobuf spans, and an optional request
+journal (the crash-safe spool) that learns when a request's traces are durably written.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from ..otlp.decode import SpanRef, request_views
+from ..otlp.encode import apply_overlay
+from ..trace import conventions as cv
+from ..trace.assembly import REASON_SHUTDOWN, Release, TraceAssembly
+from ..trace.corrector import correct_release
+from ..trace.view import SpanView
+from ..triplets.build import TripletOptions, build_triplets, rewards_from_spans
+from ..triplets.record import TripletRecord
+from ..triplets.sinks import RetryingSink, TripletSink, make_sink
+
+log = logging.getLogger("otel_tokenfix.service")
+
+
+@dataclass
+class ServiceStats:
+    """Counters of one service instance (logged, served on /healthz, exported as OTel metrics)."""
+
+    requests: int = 0
+    spans: int = 0
+    rejected_requests: int = 0
+    traces: int = 0
+    incomplete_traces: int = 0
+    triplets: int = 0
+    corrected: int = 0
+    unchanged: int = 0
+    fallback: int = 0
+    errors: int = 0
+    edit_issues: int = 0
+    late_edits: int = 0
+    orphan_rewards: int = 0
+    internal_errors: int = 0
+    held_spans: int = 0
+    held_traces: int = 0
+
+
+class ServiceUnavailable(Exception):
+    """The request cannot be accepted now (e.g. the spool cannot make it durable): the sender retries."""
+
+
+class Forwarding(Protocol):
+    """Where corrected spans go next (see :mod:`otel_tokenfix.service.forward`)."""
+
+    def submit(self, items: Sequence[tuple[SpanRef, Span]]) -> None: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
+
+
+class RequestJournal(Protocol):
+    """Durability hook (``serve --spool``): told about each request before it is acknowledged, and
+    about each trace once its triplets are flushed to the sink."""
+
+    def accepted(self, raw: bytes | None, trace_ids: set[int]) -> None: ...
+
+    def flushed(self, trace_ids: Iterable[int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Holding and record options. ``root_grace``: seconds a trace stays open after its local root
+    arrived (batches from a Collector may reorder); ``hold_timeout``: a trace whose root never arrives is
+    released after that long, uncorrected and marked incomplete."""
+
+    triplets: TripletOptions = TripletOptions()
+    root_grace: float = 1.0
+    hold_timeout: float = 300.0
+    max_traces: int = 50_000
+    max_spans: int = 1_000_000
+
+
+class Pipeline:
+    """Thread-safe: request handlers call :meth:`submit` concurrently; a timer thread calls :meth:`tick`."""
+
+    def __init__(
+        self,
+        *,
+        tokenizers: Any,
+        sink: TripletSink | Any,
+        options: PipelineOptions | None = None,
+        forwarder: Forwarding | None = None,
+        journal: RequestJournal | None = None,
+        conventions: cv.Conventions = cv.DEFAULT_CONVENTIONS,
+        clock: Callable[[], float] = time.monotonic,
+        record_filter: Callable[[TripletRecord], bool] | None = None,
+    ) -> None:
+        self.options = options or PipelineOptions()
+        self.tokenizers = tokenizers
+        self.conventions = conventions
+        self.sink = sink if isinstance(sink, RetryingSink) else RetryingSink(make_sink(sink), clock=clock)
+        self.forwarder = forwarder
+        self.journal = journal
+        self.record_filter = record_filter
+        self.assembly = TraceAssembly(
+            hold=lambda span: True,  # every span: rewards live on non-LLM spans; forwarding needs all
+            conventions=conventions,
+            max_traces=self.options.max_traces,
+            max_spans=self.options.max_spans,
+            hold_timeout=self.options.hold_timeout,
+            root_grace=self.options.root_grace,
+            clock=clock,
+        )
+        self.stats = ServiceStats()
+        self._lock = threading.Lock()
+        self._emit_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._timer: threading.Thread | None = None
+        self.closed = False
+        self._unjournaled: list[int] = []
+
+    # --- intake ----------------------------------------------------------------------------------------
+    def submit(self, request: ExportTraceServiceRequest, raw: bytes | None = None) -> int:
+        """Take one decoded request; returns its span count. Never raises on span content."""
+        views = request_views(request)
+        with self._lock:
+            self.stats.requests += 1
+            self.stats.spans += len(views)
+        if self.journal is not None:
+            self.journal.accepted(raw, {v.trace_id for v in views})
+        self.add_views(views)
+        return len(views)
+
+    def add_views(self, views: Sequence[SpanView]) -> None:
+        releases: list[Release] = []
+        with self._lock:
+            for view in views:
+                try:
+                    releases.extend(self.assembly.add(view).releases)
+                except Exception:  # noqa: BLE001 - one bad span must not stop the request
+                    self.stats.internal_errors += 1
+                    log.exception("span %016x of trace %032x could not be held", view.span_id, view.trace_id)
+            releases.extend(self.assembly.tick())
+        self._emit(releases)
+        if releases:
+            self._wake.set()
+
+    # --- time ------------------------------------------------------------------------------------------
+    def tick(self) -> int:
+        with self._lock:
+            releases = self.assembly.tick()
+        self._emit(releases)
+        self.sink.flush()
+        if self._unjournaled:
+            with self._emit_lock:
+                self._journal_flushed()
+        return len(releases)
+
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Thread(target=self._run_timer, name="tokenfix-serve-timer", daemon=True)
+            self._timer.start()
+
+    def _run_timer(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                deadline = self.assembly.next_deadline()
+            now = self.assembly.clock()
+            wait = 1.0 if deadline is None else min(1.0, max(0.005, deadline - now))
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001
+                self.stats.internal_errors += 1
+                log.exception("timer tick failed")
+
+    def drain(self, reason: str = REASON_SHUTDOWN) -> int:
+        """Release every held trace (corrected with the edits seen so far) and write it."""
+        with self._lock:
+            releases = self.assembly.drain(reason)
+        self._emit(releases)
+        self.sink.flush(force=True)
+        return len(releases)
+
+    def close(self, forward_timeout: float = 10.0) -> None:
+        """Stop the timer, release everything, flush the sink, drain the forwarder. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        self._wake.set()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join(timeout=5.0)
+        try:
+            self.drain(REASON_SHUTDOWN)
+        except Exception:  # noqa: BLE001
+            self.stats.internal_errors += 1
+            log.exception("draining held traces failed")
+        self.sink.close()
+        if self.forwarder is not None:
+            self.forwarder.close(forward_timeout)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            self.stats.held_spans = self.assembly.held_spans
+            self.stats.held_traces = self.assembly.held_traces
+            self.stats.late_edits = self.assembly.late_edits
+            out = asdict(self.stats)
+        out["sink"] = asdict(self.sink.stats)
+        stats = getattr(self.forwarder, "stats", None)
+        if stats is not None:
+            out["forward"] = asdict(stats)
+        return out
+
+    # --- releases -> triplets + forwarded spans ---------------------------------------------------------
+    def _emit(self, releases: Sequence[Release]) -> None:
+        if not releases:
+            return
+        with self._emit_lock:  # one writer: counters exact, a trace's lines together
+            forward: list[tuple[SpanRef, Span]] = []
+            for release in releases:
+                overlays: Any = {}
+                try:
+                    records, overlays = self._records(release)
+                    if records:
+                        self.sink.write(records)
+                except Exception:  # noqa: BLE001 - a bug in one trace must not stop the others
+                    self.stats.internal_errors += 1
+                    log.exception("trace %032x could not be corrected; forwarding it unchanged", release.trace_id)
+                if self.forwarder is not None:
+                    forward.extend(self._forward_items(release, overlays))
+            self.sink.flush()
+            if self.journal is not None:
+                self._unjournaled.extend(r.trace_id for r in releases)
+                self._journal_flushed()
+            if forward and self.forwarder is not None:
+                self.forwarder.submit(forward)
+
+    def _journal_flushed(self) -> None:
+        """Tell the journal which traces are on disk, once the sink holds nothing pending."""
+        if self.journal is not None and self._unjournaled and self.sink.pending == 0:
+            done, self._unjournaled = self._unjournaled, []
+            self.journal.flushed(done)
+
+    def _records(self, release: Release) -> tuple[list[TripletRecord], Any]:
+        spans = release.all_spans
+        tc = correct_release(release, self.tokenizers, conventions=self.conventions)
+        records = build_triplets(tc, spans, self.options.triplets, complete=release.complete,
+                                 release_reason=release.reason)
+        if self.record_filter is not None:
+            records = [r for r in records if self.record_filter(r)]
+        st = self.stats
+        st.traces += 1
+        if not release.complete:
+            st.incomplete_traces += 1
+        st.edit_issues += len(tc.issues)
+        for issue in tc.issues:
+            log.warning("trace %032x: edit %s not applied: %s", release.trace_id, issue.edit, issue.reason)
+        for call in tc.calls:
+            if call.status == cv.STATUS_CORRECTED:
+                st.corrected += 1
+            elif call.status == cv.STATUS_FALLBACK:
+                st.fallback += 1
+            elif call.status == cv.STATUS_ERROR:
+                st.errors += 1
+            else:
+                st.unchanged += 1
+        if not tc.calls:
+            orphans = rewards_from_spans(spans, self.conventions)
+            st.orphan_rewards += len(orphans)
+        st.triplets += len(records)
+        return records, tc.overlays
+
+    @staticmethod
+    def _forward_items(release: Release, overlays: Any) -> list[tuple[SpanRef, Span]]:
+        items: list[tuple[SpanRef, Span]] = []
+        for view in release.spans:
+            ref = view.source
+            if not isinstance(ref, SpanRef):
+                continue
+            overlay = overlays.get(view.span_id) if overlays else None
+            items.append((ref, apply_overlay(ref.span, overlay) if overlay else ref.span))
+        return items

@@ -1,0 +1,272 @@
+"""``otel-tokenfix serve``: run the gRPC and HTTP receivers around one :class:`Pipeline`.
+
+Shutdown order (SIGTERM/SIGINT, or :meth:`TokenFixService.stop`): health says NOT_SERVING, both
+receivers stop accepting and let in-flight requests finish, then every held trace is released (corrected
+with the edits seen so far, or marked incomplete), every triplet is flushed, and the forward queue gets
+``forward_timeout`` seconds to drain. Nothing received is dropped without a counter and a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .forward import Forwarder
+from .grpc_server import GrpcReceiver
+from .pipeline import Pipeline, PipelineOptions
+
+log = logging.getLogger("otel_tokenfix.service")
+
+ENV_TOKENIZERS = "OTEL_TOKENFIX_TOKENIZERS"  # "MODEL=DIR,MODEL2=DIR2" and/or a bare "DIR" default
+ENV_TOKEN = "OTEL_TOKENFIX_TOKEN"
+
+
+def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` (host defaults to loopback); ``[::1]:PORT`` for IPv6."""
+    value = value.strip()
+    if value.isdigit():
+        return default_host, int(value)
+    host, _, port = value.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or default_host
+    return host, int(port)
+
+
+def parse_tokenizer_specs(specs: list[str], env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``MODEL=DIR`` pairs (and a bare ``DIR`` as the default, key ``*``); env entries come first so the
+    command line wins."""
+    env = os.environ if env is None else env
+    items: list[str] = []
+    raw = env.get(ENV_TOKENIZERS, "")
+    items.extend(p for p in (s.strip() for s in raw.split(",")) if p)
+    items.extend(specs)
+    out: dict[str, str] = {}
+    for item in items:
+        model, sep, path = item.partition("=")
+        if sep and model and not os.path.exists(item):
+            out[model.strip()] = path.strip()
+        else:
+            out["*"] = item.strip()
+    return out
+
+
+def load_tokenizers(specs: Mapping[str, str]) -> dict[str, Any]:
+    """Load each tokenizer once (two models may share a directory)."""
+    from ..tokenizers import load_tokenizer
+
+    cache: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    for model, path in specs.items():
+        key = os.path.realpath(path)
+        if key not in cache:
+            cache[key] = load_tokenizer(path)
+        out[model] = cache[key]
+    return out
+
+
+@dataclass
+class ServeConfig:
+    grpc: str | None = "127.0.0.1:4327"
+    http: str | None = "127.0.0.1:4328"
+    output: str = "tokenfix-triplets.jsonl"
+    fsync: bool = False
+    tokenizers: dict[str, Any] = field(default_factory=dict)
+    token: str | None = None
+    forward: str | None = None
+    forward_headers: list[tuple[str, str]] = field(default_factory=list)
+    forward_timeout: float = 10.0
+    forward_max_elapsed: float = 60.0
+    max_message_bytes: int = 64 << 20
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    shutdown_grace: float = 10.0
+    stats_interval: float = 10.0
+    spool: str | None = None
+
+
+class _HttpThread:
+    """uvicorn on a socket we bound ourselves (port 0 works; the real port is known before start)."""
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(1024)
+        self.sock.setblocking(False)
+        self.host, self.port = host, self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
+                                timeout_graceful_shutdown=10)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, name="tokenfix-http", daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not self.server.started:
+            raise RuntimeError("HTTP server did not start")
+
+    def stop(self, grace: float) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=grace + 2.0)
+
+
+class TokenFixService:
+    def __init__(self, config: ServeConfig) -> None:
+        from ..triplets.sinks import JsonlSink
+
+        self.config = config
+        self.rejected = 0
+        self.forwarder = None
+        if config.forward:
+            self.forwarder = Forwarder(config.forward, headers=config.forward_headers, timeout=config.forward_timeout,
+                                       max_elapsed=config.forward_max_elapsed,
+                                       max_message_bytes=config.max_message_bytes)
+        sink = JsonlSink(config.output, fsync=config.fsync)
+        journal = None
+        record_filter = None
+        if config.spool:
+            from .journal import SpoolJournal
+
+            journal = SpoolJournal(config.spool, config.output)
+            record_filter = journal.fresh
+        self.journal = journal
+        self.pipeline = Pipeline(tokenizers=config.tokenizers, sink=sink, options=config.pipeline,
+                                 forwarder=self.forwarder, journal=journal, record_filter=record_filter)
+        self.grpc: GrpcReceiver | None = None
+        self.http: _HttpThread | None = None
+        if config.grpc:
+            host, port = parse_hostport(config.grpc)
+            self.grpc = GrpcReceiver(self.pipeline, host=host, port=port, token=config.token,
+                                     max_message_bytes=config.max_message_bytes, on_reject=self._reject)
+        if config.http:
+            from .http_app import make_app
+
+            host, port = parse_hostport(config.http)
+            app = make_app(self.pipeline, token=config.token, max_body_bytes=config.max_message_bytes,
+                           health=self.pipeline.snapshot, on_reject=self._reject)
+            self.http = _HttpThread(app, host, port)
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+        self._stopping = False
+
+    def _reject(self) -> None:
+        with self.pipeline._lock:  # noqa: SLF001 - counters share the pipeline lock
+            self.pipeline.stats.rejected_requests += 1
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        out = {}
+        if self.grpc:
+            out["grpc"] = f"{self.grpc.host}:{self.grpc.port}"
+        if self.http:
+            out["http"] = f"http://{self.http.host}:{self.http.port}"
+        return out
+
+    def start(self) -> None:
+        if self.journal is not None:
+            replayed = self.journal.replay(self.pipeline)
+            if replayed:
+                log.info("spool: replayed %d unfinished request(s)", replayed)
+        self.pipeline.start()
+        if self.grpc:
+            self.grpc.start()
+        if self.http:
+            self.http.start()
+
+    def stop(self) -> None:
+        with self._stop_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        grace = self.config.shutdown_grace
+        log.info("shutting down: no new requests; finishing in-flight requests and held traces")
+        threads = []
+        if self.grpc:
+            threads.append(threading.Thread(target=self.grpc.stop, args=(grace,)))
+        if self.http:
+            threads.append(threading.Thread(target=self.http.stop, args=(grace,)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.pipeline.close(self.config.forward_timeout)
+        if self.journal is not None:
+            self.journal.close()
+        log.info("stopped: %s", json.dumps(self.pipeline.snapshot(), sort_keys=True))
+        self._stopped.set()
+
+    def run_forever(self, ready: Any = None) -> None:
+        """Start, serve until SIGTERM/SIGINT, shut down gracefully. ``ready(endpoints)`` after start."""
+        stop_requested = threading.Event()
+
+        def on_signal(signum: int, frame: Any) -> None:
+            stop_requested.set()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            if ready is not None:
+                ready(self.endpoints)
+            last, last_stats = time.monotonic(), None
+            while not stop_requested.wait(0.2):
+                if self.config.stats_interval > 0 and time.monotonic() - last >= self.config.stats_interval:
+                    last = time.monotonic()
+                    snap = self.pipeline.snapshot()
+                    key = (snap["spans"], snap["triplets"], snap["rejected_requests"])
+                    if key != last_stats:
+                        last_stats = key
+                        log.info("stats: %s", _summary(snap))
+        finally:
+            self.stop()
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def _summary(snap: Mapping[str, Any]) -> str:
+    keys = ("requests", "spans", "traces", "triplets", "corrected", "errors", "held_traces", "rejected_requests")
+    text = " ".join(f"{k}={snap[k]}" for k in keys)
+    fwd = snap.get("forward")
+    if fwd:
+        text += f" forwarded={fwd['forwarded_spans']} forward_failed={fwd['failed_spans']}"
+    return text
+
+
+def register_metrics(service: TokenFixService) -> None:
+    """Observable counters of the service on the global MeterProvider (a no-op unless one is configured,
+    e.g. by running under ``opentelemetry-instrument`` with ``OTEL_METRICS_EXPORTER``)."""
+    try:
+        from opentelemetry import metrics
+        from opentelemetry.metrics import CallbackOptions, Observation
+
+        meter = metrics.get_meter("otel_tokenfix.service")
+        names = ("spans", "traces", "triplets", "corrected", "errors", "rejected_requests", "internal_errors")
+
+        def make(name: str) -> Any:
+            def cb(options: CallbackOptions) -> list[Observation]:
+                return [Observation(service.pipeline.snapshot()[name])]
+
+            return cb
+
+        for name in names:
+            meter.create_observable_counter(f"tokenfix.serve.{name}", callbacks=[make(name)])
+        meter.create_observable_gauge("tokenfix.serve.held_spans",
+                                      callbacks=[lambda o: [Observation(service.pipeline.snapshot()["held_spans"])]])
+    except Exception:  # noqa: BLE001 - metrics are optional
+        log.debug("service metrics not registered", exc_info=True)
