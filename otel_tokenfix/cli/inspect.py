@@ -43,7 +43,7 @@ def inspect_command(
         raise typer.Exit(1)
     if html is not None and quiet:
         console.print(summary_table(summary, calls))
-        console.print(legend())
+        console.print(legend(markers=console.no_color or console.color_system is None))
     else:
         render(calls, summary, console)
     if tok is None:

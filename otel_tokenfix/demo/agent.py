@@ -59,6 +59,7 @@ class RagAgent:
     def __init__(self, client: Any, tracer_provider: Any, *, model: str = MODEL) -> None:
         self.client = client
         self.model = model
+        self.tracer_provider = tracer_provider
         self.tracer = trace.get_tracer("otel_tokenfix.demo", tracer_provider=tracer_provider)
 
     def _chat(self, step: str, messages: list[dict[str, str]]) -> CallLog:
@@ -110,6 +111,7 @@ class RagAgent:
             answer = call.final_text
             reward = float(all(fact in answer for fact in GOLD_FACTS))
             with self.tracer.start_as_current_span("agent.reward"):
-                record_reward(reward)
+                # the demo does not set a global provider (tests run it more than once), so it names its own
+                record_reward(reward, tracer_provider=self.tracer_provider)
             trace_id = format(root.get_span_context().trace_id, "032x")
         return AgentResult(answer=answer, reward=reward, calls=calls, trace_id=trace_id)

@@ -2,8 +2,8 @@
 
 Why here and pure: the demo must not claim what it did not check. Each call's record is checked for
 exactness (the corrected ids decode to the text the agent used) and provenance (every kept token is the
-sampled token at its source index, with its logprob), and compared with what a full re-tokenization of
-the edited text would have produced instead.
+sampled token at its source index, with its logprob, each sampled token used at most once), and compared
+with what a full re-tokenization of the edited text would have produced instead.
 """
 
 from __future__ import annotations
@@ -74,33 +74,37 @@ def check_call(
     if not exact:
         problems.append(f"decode != edited text: {decoded!r} vs {edited_text!r}")
 
+    bad: list[str] = []  # provenance problems
+    if original_logprobs is not None and logprobs is None:
+        bad.append("token logprobs: the call had logprobs but the record has none")
     if source is None:  # unchanged call: every token is the sampled one
         source = list(range(len(ids))) if ids == list(original_ids) else None
     if source is None or len(source) != len(ids):
-        problems.append("no source_index to check provenance against")
+        bad.append("no source_index to check provenance against")
     else:
-        last = -1
+        seen: set[int] = set()
         for pos, (tok, p, s) in enumerate(zip(ids, prov, source, strict=True)):
             if s is None:
                 if p != INSERTED:
-                    problems.append(f"token {pos}: no source but provenance {p}")
+                    bad.append(f"token {pos}: no source but provenance {p}")
                 continue
             if p == INSERTED:
-                problems.append(f"token {pos}: has a source but is marked inserted")
+                bad.append(f"token {pos}: has a source but is marked inserted")
             if not 0 <= s < len(original_ids) or original_ids[s] != tok:
-                problems.append(f"token {pos}: id {tok} is not the sampled id at {s}")
-            if s <= last:
-                problems.append(f"token {pos}: source index not increasing")
-            last = s
+                bad.append(f"token {pos}: id {tok} is not the sampled id at {s}")
+            if s in seen:  # a moved token may keep its id (engine's choice), but never twice
+                bad.append(f"token {pos}: source index {s} used twice")
+            seen.add(s)
             if logprobs is not None and original_logprobs is not None and s < len(original_logprobs):
                 if logprobs[pos] is None or abs(logprobs[pos] - original_logprobs[s]) > 1e-9:
-                    problems.append(f"token {pos}: logprob is not the sampled one")
+                    bad.append(f"token {pos}: logprob is not the sampled one")
         # sampled = exactly on-policy: only tokens of the untouched prefix may say so
         first_edit = next((i for i, s in enumerate(source) if s != i), len(source))
         for pos, p in enumerate(prov):
             if p == SAMPLED and pos >= first_edit:
-                problems.append(f"token {pos}: after the first edit but marked sampled")
-    provenance_ok = not any("provenance" in x or "token " in x for x in problems)
+                bad.append(f"token {pos}: after the first edit but marked sampled")
+    provenance_ok = not bad
+    problems.extend(bad)
 
     naive = retokenize(tokenizer, edited_text, original_ids)
     matched = lcs_matches(original_ids, naive)

@@ -33,23 +33,21 @@ def calls_table(logs: Sequence[CallLog], checks: Sequence[CallCheck]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold", title="per LLM call", title_justify="left")
     table.add_column("call", justify="right")
     table.add_column("step")
-    table.add_column("edits")
-    table.add_column("sampled", justify="right", style=STYLES["sampled"][0])
-    table.add_column("shifted", justify="right", style=STYLES["shifted"][0])
-    table.add_column("inserted", justify="right", style=STYLES["inserted"][0])
-    table.add_column("removed", justify="right", style=STYLES["removed"][0])
-    table.add_column("re-tokenize:\nno sampled origin", justify="right", style="magenta")
+    table.add_column("edits", justify="right")
+    for kind in ("sampled", "shifted", "inserted", "removed"):
+        table.add_column(kind, justify="right", style=STYLES[kind][0])
+    table.add_column("re-encode", justify="right", style="magenta")
     table.add_column("exact", justify="center")
     for i, (log, chk) in enumerate(zip(logs, checks, strict=True)):
         table.add_row(
             str(i),
             log.step,
-            "\n".join(kind for kind, _ in log.edits) or "-",
+            str(len(log.edits)),
             str(chk.sampled),
             str(chk.shifted),
             str(chk.inserted),
             str(chk.removed),
-            f"{chk.retok_no_origin}  (vs {chk.inserted})",
+            str(chk.retok_no_origin),
             _mark(chk.exact and chk.provenance_ok),
         )
     return table
@@ -111,17 +109,19 @@ def render(
             ),
         )
     )
-    console.print(legend())
-    for i, (log, rec) in enumerate(zip(logs, records, strict=True)):
+    markers = console.no_color or console.color_system is None
+    console.print(legend(markers=markers))
+    for i, (log, rec) in enumerate(zip(logs, records, strict=False)):
         view = call_view(rec, tokenizer, i)
         title = f"call {i} · {log.step} · {', '.join(k for k, _ in log.edits) or 'no edits'}"
-        console.print(Panel(response_text(view), title=title, title_align="left", box=box.ROUNDED))
+        console.print(Panel(response_text(view, markers=markers), title=title, title_align="left", box=box.ROUNDED))
     console.print(calls_table(logs, checks))
     console.print(
         Text(
-            "re-tokenize: tokens a full re-encode of the edited text would put in the trace with no sampled token "
-            "behind them (vs tokenfix's inserted tokens); exact: corrected ids decode to the agent's text and every "
-            "kept token is the sampled id with its logprob.",
+            "sampled/shifted: sampled tokens kept with their ids and logprobs (shifted: after an edit, so their "
+            "context changed); inserted: written by the correction; re-encode: tokens a full re-tokenization of the "
+            "edited text would put in the trace that the model never sampled (compare with inserted); exact: the "
+            "ids decode to the agent's text and every kept token is the sampled id with its logprob.",
             style="dim",
         )
     )

@@ -94,7 +94,8 @@ def run_demo(out_dir: str | Path | None = None, *, console: Console | None = Non
                 }
             )
         )
-        exporter = TripletExporter(str(triplets_path))
+        # root_grace: the processor forwards a trace's root before its held LLM spans; keep the trace open
+        exporter = TripletExporter(str(triplets_path), root_grace=30.0)
         provider.add_span_processor(TokenFixSpanProcessor(SimpleSpanProcessor(exporter), tokenizers={MODEL: tokenizer}))
         client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
         instrument_openai(client, tracer_provider=provider)

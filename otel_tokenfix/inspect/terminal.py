@@ -23,13 +23,18 @@ STYLES: dict[str, tuple[str, str]] = {
     "inserted": ("bold cyan", "bold cyan on grey11"),
     "removed": ("red strike", "red strike on grey11"),
 }
+#: wdiff-style markers used when the console has no colour (pipes, NO_COLOR): removed [-..-], inserted {+..+}.
+MARKERS = {"removed": ("[-", "-]"), "inserted": ("{+", "+}")}
 LABELS = {"sampled": "sampled", "shifted": "shifted", "inserted": "inserted", "removed": "removed"}
 
 
-def legend() -> Text:
+def legend(*, markers: bool = False) -> Text:
     text = Text("legend: ")
     for kind in KINDS:
-        text.append(f" {LABELS[kind]} ", style=STYLES[kind][0])
+        label = LABELS[kind]
+        if markers and kind in MARKERS:
+            label = MARKERS[kind][0] + label + MARKERS[kind][1]
+        text.append(f" {label} ", style=STYLES[kind][0])
     return text
 
 
@@ -65,28 +70,36 @@ def summary_table(summary: Summary, calls: Sequence[CallView]) -> Table:
     return table
 
 
-def response_text(call: CallView) -> Text:
+def response_text(call: CallView, *, markers: bool = False) -> Text:
+    """The response token by token; ``markers`` adds wdiff-style brackets around removed/inserted runs."""
     text = Text()
-    for n, piece in enumerate(call.pieces):
+    pieces = call.pieces
+    for n, piece in enumerate(pieces):
         style = STYLES.get(piece.kind, STYLES["sampled"])[n % 2]
+        mark = MARKERS.get(piece.kind) if markers else None
+        if mark and (n == 0 or pieces[n - 1].kind != piece.kind):
+            text.append(mark[0], style=style)
         text.append(piece.text, style=style)
+        if mark and (n + 1 == len(pieces) or pieces[n + 1].kind != piece.kind):
+            text.append(mark[1], style=style)
     return text
 
 
-def call_panel(call: CallView) -> Panel:
+def call_panel(call: CallView, *, markers: bool = False) -> Panel:
     title = f"call {call.index} · {call.model or 'model ?'} · {call.status}"
     counts = "  ".join(f"{k} {call.count(k)}" for k in KINDS)
     meta = Text(f"span {call.span_id} · prompt {call.prompt_tokens} tokens · {counts}", style="dim")
     parts: list[Text] = [meta]
     if call.note:
         parts.append(Text(call.note, style="italic dim"))
-    parts.append(response_text(call))
+    parts.append(response_text(call, markers=markers))
     return Panel(Group(*parts), title=title, title_align="left")
 
 
 def render(calls: Sequence[CallView], summary: Summary, console: Console | None = None) -> None:
     console = console or Console()
     console.print(summary_table(summary, calls))
-    console.print(legend())
+    markers = console.no_color or console.color_system is None
+    console.print(legend(markers=markers))
     for call in calls:
-        console.print(call_panel(call))
+        console.print(call_panel(call, markers=markers))
