@@ -30,7 +30,7 @@ def _mark(ok: bool) -> Text:
 
 
 def calls_table(logs: Sequence[CallLog], checks: Sequence[CallCheck]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold", title="per LLM call", title_justify="left")
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 0), header_style="bold", title="per LLM call", title_justify="left")
     table.add_column("call", justify="right")
     table.add_column("step")
     table.add_column("edits", justify="right")

@@ -41,7 +41,7 @@ def legend(*, markers: bool = False) -> Text:
 def summary_table(summary: Summary, calls: Sequence[CallView]) -> Table:
     models = sorted({c.model for c in calls if c.model})
     title = f"{summary.calls} call(s) in {summary.traces} trace(s)" + (f" · {', '.join(models)}" if models else "")
-    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), header_style="bold")
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), header_style="bold")
     table.add_column("call", justify="right")
     table.add_column("status")
     table.add_column("edits", justify="right")
