@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "OTEL_TOKENFIX_TRIPLETS_"
 DEFAULT_PATH = "tokenfix-triplets.jsonl"
+#: longer than BatchSpanProcessor's 5 s schedule delay (see the class docstring)
+DEFAULT_ROOT_GRACE = 6.0
 
 
 @dataclass
@@ -81,19 +83,13 @@ def options_from_env(env: Mapping[str, str]) -> TripletOptions:
 
 
 def tokenizers_from_env(env: Mapping[str, str]) -> Any:
-    """Tokenizers configured by the shared ``OTEL_TOKENFIX_*`` settings (sdk/settings.py), if present."""
-    try:
-        from . import settings  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - settings land with the configurator
+    """A lazy resolver for the shared ``OTEL_TOKENFIX_TOKENIZERS`` / ``..._DEFAULT_TOKENIZER`` settings."""
+    from .settings import Settings
+
+    settings = Settings.from_env(env)
+    if not settings.tokenizers and not settings.default_tokenizer:
         return None
-    for name in ("tokenizers_from_env", "load_tokenizers", "tokenizers"):
-        fn = getattr(settings, name, None)
-        if callable(fn):
-            try:
-                return fn(env)
-            except TypeError:
-                return fn()
-    return None
+    return settings.resolver()
 
 
 class TripletExporter(SpanExporter):
@@ -104,9 +100,13 @@ class TripletExporter(SpanExporter):
     processor (needed only when the exporter applies edits itself); ``None`` reads the shared
     ``OTEL_TOKENFIX_*`` settings. ``options``: mask policy, trajectory mode, final reward (``None``
     reads ``OTEL_TOKENFIX_TRIPLETS_*``). ``root_grace``: seconds a trace stays open after its local
-    root arrived (for spans of other processes arriving later); ``hold_timeout``: a trace whose root
-    never arrives is released after that long, marked incomplete. A daemon timer releases expired
-    traces between exports (``timer=False`` to drive :meth:`tick` yourself).
+    root arrived, for spans that come after it (default 6 s, ``OTEL_TOKENFIX_TRIPLETS_ROOT_GRACE``:
+    behind ``TokenFixSpanProcessor`` the corrected LLM spans are forwarded right after the root and a
+    ``BatchSpanProcessor`` may cut a batch between them; spans of other processes also arrive late).
+    ``hold_timeout``: a trace whose root never arrives is released after that long, marked incomplete
+    (default ``OTEL_TOKENFIX_HOLD_TIMEOUT`` or 300 s). A daemon timer releases traces between exports
+    (``timer=False`` to drive :meth:`tick` yourself). ``provider.force_flush()`` does not reach an
+    exporter: call :meth:`force_flush` (releases every held trace) or shut the provider down.
     """
 
     def __init__(
@@ -151,8 +151,10 @@ class TripletExporter(SpanExporter):
             conventions=conventions,
             max_traces=max_traces,
             max_spans=max_spans,
-            hold_timeout=_env_float(env.get(p + "HOLD_TIMEOUT"), 300.0) if hold_timeout is None else hold_timeout,
-            root_grace=_env_float(env.get(p + "ROOT_GRACE"), 0.0) if root_grace is None else root_grace,
+            hold_timeout=_env_float(env.get(p + "HOLD_TIMEOUT") or env.get("OTEL_TOKENFIX_HOLD_TIMEOUT"), 300.0)
+            if hold_timeout is None
+            else hold_timeout,
+            root_grace=_env_float(env.get(p + "ROOT_GRACE"), DEFAULT_ROOT_GRACE) if root_grace is None else root_grace,
             clock=clock,
         )
         self.stats = ExporterStats()

@@ -94,7 +94,7 @@ def provider_with(exporter, batch=False):
 @pytest.mark.parametrize("reward_format", ["agl", "agentops", "legacy"])
 def test_alone_applies_edits_and_matches_rewards(qwen, reward_format):
     sink = MemorySink()
-    exporter = TripletExporter(sink, tokenizers=qwen, timer=False)
+    exporter = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0)
     provider = provider_with(exporter)
     run = run_agent(provider.get_tracer("t"), qwen, reward_format=reward_format)
     provider.force_flush()
@@ -109,7 +109,7 @@ def test_alone_applies_edits_and_matches_rewards(qwen, reward_format):
 @pytest.mark.parametrize("target", ["span", "response"])
 def test_explicit_targets(qwen, target):
     sink = MemorySink()
-    provider = provider_with(TripletExporter(sink, tokenizers=qwen, timer=False))
+    provider = provider_with(TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0))
     run = run_agent(provider.get_tracer("t"), qwen, target=target)
     provider.shutdown()
     check_run(sink.records, run, qwen)
@@ -122,7 +122,7 @@ def test_jsonl_behind_batch_processor_with_env_options(qwen, tmp_path):
         "OTEL_TOKENFIX_TRIPLETS_MASK": "sampled",
         "OTEL_TOKENFIX_TRIPLETS_TRAJECTORY": "true",
     }
-    exporter = TripletExporter(tokenizers=qwen, env=env, timer=False)
+    exporter = TripletExporter(tokenizers=qwen, env=env, timer=False, root_grace=0)
     provider = provider_with(exporter, batch=True)
     runs = [run_agent(provider.get_tracer("t"), qwen) for _ in range(3)]
     provider.shutdown()
@@ -197,7 +197,7 @@ def test_interleaved_traces(qwen):
             if q:
                 interleaved.append(q.pop(0))
     sink = MemorySink()
-    ex = TripletExporter(sink, tokenizers=qwen, timer=False)
+    ex = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0)
     for i in range(0, len(interleaved), 5):
         ex.export(interleaved[i : i + 5])
     assert ex.assembly.held_spans == 0
@@ -211,7 +211,7 @@ def test_missing_root_times_out_marked_incomplete(qwen):
     no_root = [s for s in spans if s.parent is not None]
     now = [0.0]
     sink = MemorySink()
-    ex = TripletExporter(sink, tokenizers=qwen, timer=False, hold_timeout=30.0, clock=lambda: now[0])
+    ex = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0, hold_timeout=30.0, clock=lambda: now[0])
     ex.export(no_root)
     assert sink.records == [] and ex.assembly.held_spans == len(no_root)
     now[0] = 29.0
@@ -235,7 +235,7 @@ def test_timer_releases_without_further_exports(qwen):
 
     spans, (run,) = recorded_spans(qwen)
     sink = MemorySink()
-    ex = TripletExporter(sink, tokenizers=qwen, hold_timeout=0.3)
+    ex = TripletExporter(sink, tokenizers=qwen, hold_timeout=0.3, root_grace=0)
     ex.export([s for s in spans if s.parent is not None])
     deadline = _time.monotonic() + 20
     while not sink.records and _time.monotonic() < deadline:
@@ -246,7 +246,7 @@ def test_timer_releases_without_further_exports(qwen):
 
 def test_shutdown_mid_trace_releases_and_flushes(qwen, tmp_path):
     path = tmp_path / "t.jsonl"
-    exporter = TripletExporter(str(path), tokenizers=qwen, timer=False)
+    exporter = TripletExporter(str(path), tokenizers=qwen, timer=False, root_grace=0)
     provider = provider_with(exporter)
     tracer = provider.get_tracer("t")
     done = run_agent(tracer, qwen)
@@ -296,7 +296,7 @@ def test_failing_sink_loses_nothing(qwen, caplog):
         by_trace.setdefault(s.context.trace_id, []).append(s)
     now = [0.0]
     sink = FlakySink(fails=3)
-    ex = TripletExporter(sink, tokenizers=qwen, timer=False, clock=lambda: now[0], sink_backoff_s=1.0)
+    ex = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0, clock=lambda: now[0], sink_backoff_s=1.0)
     batches = list(by_trace.values())
     ex.export(batches[0])  # fails: kept pending
     assert sink.records == [] and ex.sink.pending == 3
@@ -318,7 +318,7 @@ def test_failing_sink_loses_nothing(qwen, caplog):
 def test_failing_sink_is_retried_at_shutdown(qwen):
     spans, (run,) = recorded_spans(qwen)
     sink = FlakySink(fails=1)
-    ex = TripletExporter(sink, tokenizers=qwen, timer=False, sink_backoff_s=100.0)
+    ex = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0, sink_backoff_s=100.0)
     ex.export(spans)
     assert sink.records == []
     ex.shutdown()
@@ -328,7 +328,7 @@ def test_failing_sink_is_retried_at_shutdown(qwen):
 def test_missing_tokenizer_is_an_error_not_a_crash(qwen):
     spans, (run,) = recorded_spans(qwen)
     sink = MemorySink()
-    ex = TripletExporter(sink, tokenizers={}, timer=False)
+    ex = TripletExporter(sink, tokenizers={}, timer=False, root_grace=0)
     assert ex.export(spans).name == "SUCCESS"
     statuses = [r.metadata["status"] for r in sink.records]
     assert statuses == ["error", "unchanged", "error"]
@@ -341,7 +341,7 @@ def test_final_reward_option(qwen):
     spans, _ = recorded_spans(qwen, rewards=(None, 0.3, None))
     plain, final = MemorySink(), MemorySink()
     for sink, opts in ((plain, TripletOptions()), (final, TripletOptions(final_reward=True))):
-        ex = TripletExporter(sink, tokenizers=qwen, timer=False, options=opts)
+        ex = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0, options=opts)
         ex.export(spans)
         ex.shutdown()
     assert [r.reward for r in plain.records] == [None, 0.3, None]  # FIRST_OCCURRENCE
