@@ -16,7 +16,7 @@ def inspect_command(
         typer.Option(
             "--tokenizer",
             "-t",
-            help="tokenizer directory/file, or a builtin name (qwen2.5, mistral-spm, tekken); without it ids are shown",
+            help="tokenizer directory or file, or builtin:qwen|mistral_spm|tekken; without it ids are shown",
         ),
     ] = None,
     trace: Annotated[Optional[str], typer.Option("--trace", help="only calls of this trace id")] = None,

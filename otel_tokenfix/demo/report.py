@@ -132,7 +132,7 @@ def render(
     if html_path is not None:
         console.print(Text.assemble("html view: ", (str(html_path), "bold")))
     console.print(
-        Text(f"look closer: otel-tokenfix inspect {triplets_path} --tokenizer qwen2.5", style="cyan"),
+        Text(f"look closer: otel-tokenfix inspect {triplets_path} --tokenizer builtin:qwen", style="cyan"),
         soft_wrap=True,
     )
     console.print(Text(f"done in {seconds:.1f} s", style="dim"))

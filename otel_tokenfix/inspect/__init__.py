@@ -6,29 +6,24 @@ from .model import CallView, Piece, Summary, build, call_view, read_records, tok
 
 __all__ = ["CallView", "Piece", "Summary", "build", "call_view", "read_records", "token_pieces", "resolve_tokenizer"]
 
-#: names accepted by ``--tokenizer`` besides a path: the offline builtin vocabularies.
-BUILTIN_TOKENIZERS = ("qwen2.5", "mistral-spm", "tekken")
+#: short names accepted by ``--tokenizer`` besides a path or ``builtin:<name>`` (the offline vocabularies).
+BUILTIN_ALIASES = {"qwen2.5": "builtin:qwen", "qwen": "builtin:qwen", "mistral-spm": "builtin:mistral_spm"}
+BUILTIN_ALIASES["tekken"] = "builtin:tekken"
 
 
 def resolve_tokenizer(spec: str | None):  # noqa: ANN201 - a transformers tokenizer or None
-    """A path (directory, tokenizer.json, *.model) or a builtin name; ``None`` shows token ids."""
+    """A path (directory, tokenizer.json, ``*.model``), ``builtin:qwen|mistral_spm|tekken`` (the same specs
+    as ``OTEL_TOKENFIX_TOKENIZERS``) or a short alias; ``None`` shows token ids instead of text."""
     if not spec:
         return None
     from pathlib import Path
 
-    if Path(spec).expanduser().exists():
-        from ..tokenizers import load_tokenizer
-
-        return load_tokenizer(spec)
     from ..engine.correction import TokenFixError
-    from ..tokenizers import builtin
+    from ..sdk.tokenizers import load_spec
 
-    builders = {
-        "qwen2.5": builtin.qwen_tokenizer,
-        "qwen": builtin.qwen_tokenizer,
-        "mistral-spm": builtin.mistral_spm_tokenizer,
-        "tekken": builtin.tekken_tokenizer,
-    }
-    if spec in builders:
-        return builders[spec]()
-    raise TokenFixError(f"no tokenizer at {spec!r} (give a directory/file or one of {', '.join(BUILTIN_TOKENIZERS)})")
+    if not Path(spec).expanduser().exists() and not spec.startswith("builtin:"):
+        if spec not in BUILTIN_ALIASES:
+            names = ", ".join(sorted(BUILTIN_ALIASES))
+            raise TokenFixError(f"no tokenizer at {spec!r} (give a directory/file, builtin:<name> or one of {names})")
+        spec = BUILTIN_ALIASES[spec]
+    return load_spec(spec)

@@ -182,3 +182,15 @@ def test_html_renders_in_headless_chromium(triplets_file, tmp_path, qwen, chromi
     assert len(present) > 50  # text, tables and coloured tokens, not a blank page
     assert (0xFF, 0xD9, 0xD9) in present  # removed tokens' background
     assert (0xCF, 0xE8, 0xFF) in present  # inserted tokens' background
+
+
+def test_tokenizer_from_a_directory_matches_builtin(triplets_file, tmp_path, qwen):
+    """``--tokenizer DIR`` (a saved Hugging Face tokenizer) shows the same text as the builtin."""
+    tok_dir = tmp_path / "tok"
+    qwen.save_pretrained(str(tok_dir))
+    by_dir = runner.invoke(app, ["inspect", str(triplets_file), "-t", str(tok_dir)], env={"COLUMNS": "160"})
+    by_name = runner.invoke(app, ["inspect", str(triplets_file), "-t", "builtin:qwen"], env={"COLUMNS": "160"})
+    assert by_dir.exit_code == 0 and by_name.exit_code == 0, by_dir.output + by_name.output
+    assert by_dir.output == by_name.output
+    bad = runner.invoke(app, ["inspect", str(triplets_file), "-t", "builtin:nope"])
+    assert bad.exit_code == 2 and "unknown builtin tokenizer" in bad.output

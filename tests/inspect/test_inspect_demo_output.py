@@ -40,7 +40,7 @@ def test_demo_writes_two_corrected_triplets_and_a_page(demo_dir):
 
 
 def test_inspect_terminal_on_demo_output(demo_dir, qwen):
-    proc = _run("inspect", str(demo_dir / "triplets.jsonl"), "--tokenizer", "qwen2.5")
+    proc = _run("inspect", str(demo_dir / "triplets.jsonl"), "--tokenizer", "builtin:qwen")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "2 call(s) in 1 trace(s)" in out
