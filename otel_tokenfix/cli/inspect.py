@@ -21,6 +21,9 @@ def inspect_command(
     ] = None,
     trace: Annotated[Optional[str], typer.Option("--trace", help="only calls of this trace id")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="with --html: print only the summary table")] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", help="calls shown in the terminal (0: all); totals count all")
+    ] = 50,
 ) -> None:
     """Show each call's response coloured by provenance (sampled / shifted / inserted), removed text struck
     through, and the totals."""
@@ -42,10 +45,10 @@ def inspect_command(
         console.print(f"[yellow]no triplet records in {triplets}[/yellow]")
         raise typer.Exit(1)
     if html is not None and quiet:
-        console.print(summary_table(summary, calls))
+        console.print(summary_table(summary, calls, limit))
         console.print(legend(markers=console.no_color or console.color_system is None))
     else:
-        render(calls, summary, console)
+        render(calls, summary, console, limit=limit)
     if tok is None:
         console.print("[dim]no --tokenizer given: tokens are shown as ids[/dim]")
     if html is not None:

@@ -38,10 +38,14 @@ def legend(*, markers: bool = False) -> Text:
     return text
 
 
-def summary_table(summary: Summary, calls: Sequence[CallView]) -> Table:
+def summary_table(summary: Summary, calls: Sequence[CallView], limit: int = 0) -> Table:
+    """Totals over every call; one row per call for the first ``limit`` calls (0: all)."""
     models = sorted({c.model for c in calls if c.model})
     title = f"{summary.calls} call(s) in {summary.traces} trace(s)" + (f" · {', '.join(models)}" if models else "")
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 0), header_style="bold")
+    many_traces = summary.traces > 1
+    if many_traces:
+        table.add_column("trace")
     table.add_column("call", justify="right")
     table.add_column("status")
     table.add_column("edits", justify="right")
@@ -49,8 +53,10 @@ def summary_table(summary: Summary, calls: Sequence[CallView]) -> Table:
         table.add_column(kind, justify="right", style=STYLES[kind][0], no_wrap=True)
     table.add_column("reward", justify="right")
     table.add_column("continuation", overflow="fold")
-    for c in calls:
+    shown = calls if limit <= 0 else calls[:limit]
+    for c in shown:
         table.add_row(
+            *([c.trace_id[:8]] if many_traces else []),
             str(c.index),
             c.status,
             str(c.edits),
@@ -59,7 +65,10 @@ def summary_table(summary: Summary, calls: Sequence[CallView]) -> Table:
             c.continuation,
         )
     table.add_section()
+    if len(shown) < len(calls):
+        table.add_row(*([""] if many_traces else []), "…", f"{len(calls) - len(shown)} more", *[""] * 7)
     table.add_row(
+        *([""] if many_traces else []),
         "all",
         "",
         str(sum(c.edits for c in calls)),
@@ -96,10 +105,14 @@ def call_panel(call: CallView, *, markers: bool = False) -> Panel:
     return Panel(Group(*parts), title=title, title_align="left")
 
 
-def render(calls: Sequence[CallView], summary: Summary, console: Console | None = None) -> None:
+def render(calls: Sequence[CallView], summary: Summary, console: Console | None = None, *, limit: int = 0) -> None:
+    """Summary table, legend, then one panel per call (the first ``limit`` calls; 0: all)."""
     console = console or Console()
-    console.print(summary_table(summary, calls))
+    console.print(summary_table(summary, calls, limit))
     markers = console.no_color or console.color_system is None
     console.print(legend(markers=markers))
-    for call in calls:
+    shown = calls if limit <= 0 else calls[:limit]
+    for call in shown:
         console.print(call_panel(call, markers=markers))
+    if len(shown) < len(calls):
+        console.print(Text(f"{len(calls) - len(shown)} more call(s) not shown (--limit 0 shows all)", style="dim"))

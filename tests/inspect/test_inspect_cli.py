@@ -194,3 +194,14 @@ def test_tokenizer_from_a_directory_matches_builtin(triplets_file, tmp_path, qwe
     assert by_dir.output == by_name.output
     bad = runner.invoke(app, ["inspect", str(triplets_file), "-t", "builtin:nope"])
     assert bad.exit_code == 2 and "unknown builtin tokenizer" in bad.output
+
+
+def test_limit_shows_fewer_calls_but_counts_all(triplets_file):
+    result = runner.invoke(app, ["inspect", str(triplets_file), "--limit", "1"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "2 more call(s) not shown" in result.output
+    assert result.output.count("╭─ call") == 1
+    all_row = next(line for line in result.output.splitlines() if line.strip().startswith("all"))
+    full = runner.invoke(app, ["inspect", str(triplets_file), "--limit", "0"], env={"COLUMNS": "160"})
+    assert full.output.count("╭─ call") == 3
+    assert all_row == next(line for line in full.output.splitlines() if line.strip().startswith("all"))
