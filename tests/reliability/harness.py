@@ -590,11 +590,12 @@ class SoakReport:
     rss_start_mb: float
     rss_end_mb: float
     rss_peak_mb: float
+    threads: int = 16
 
     def rows(self) -> list[tuple[str, str]]:
         c, a = self.check, self.accounting
         return [
-            ("spans in (ended by 16 agent threads)", f"{self.spans_in}"),
+            (f"spans in (ended by {self.threads} agent threads)", f"{self.spans_in}"),
             ("spans out (received downstream)", f"{self.spans_out}"),
             (
                 "missing / duplicated / unexpected span ids",
@@ -648,7 +649,8 @@ def run_processor_soak(
 
     rss0 = rss_mb()
     down = FlakyCountingProcessor(p_raise=p_raise, p_stall=p_stall, seed=cfg.seed)
-    proc = TokenFixSpanProcessor(down, tokenizers={MODEL: tokenizer}, **(processor_kwargs or {}))
+    kwargs = {"mark_unchanged": True, **(processor_kwargs or {})}
+    proc = TokenFixSpanProcessor(down, tokenizers={MODEL: tokenizer}, **kwargs)
     tp = TracerProvider()
     tp.add_span_processor(proc)
     sampler = Sampler(tokenizer)
@@ -678,6 +680,7 @@ def run_processor_soak(
         rss_start_mb=rss0,
         rss_end_mb=rss_mb(),
         rss_peak_mb=peak_rss_mb(),
+        threads=cfg.threads,
     )
 
 

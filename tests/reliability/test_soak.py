@@ -34,7 +34,7 @@ def test_small_workload_exactly_once_and_never_wrong(qwen):
 
 @pytest.mark.soak
 def test_soak(qwen):
-    spans = int(os.environ.get("OTEL_TOKENFIX_SOAK_SPANS", "20000"))
+    spans = int(os.environ.get("OTEL_TOKENFIX_SOAK_SPANS", "40000"))
     report = run_processor_soak(qwen, Workload(threads=16, spans=spans, seed=3))
     assert report.spans_in >= spans
     assert_clean(report)
