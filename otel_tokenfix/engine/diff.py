@@ -9,6 +9,7 @@ the chunks that differ. Result: the list of changed regions, ``(a0, a1, b0, b1)`
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -134,12 +135,8 @@ def _diff(a: Sequence[Any], b: Sequence[Any], a_off: int, b_off: int, levels: li
     ca, cb = split(a_mid), split(b_mid)
     if len(ca) <= 1 and len(cb) <= 1:
         return _diff(a_mid, b_mid, a_off, b_off, rest)
-    pa = [0]
-    for c in ca:
-        pa.append(pa[-1] + len(c))
-    pb = [0]
-    for c in cb:
-        pb.append(pb[-1] + len(c))
+    pa = list(accumulate(map(len, ca), initial=0))
+    pb = list(accumulate(map(len, cb), initial=0))
     coarse = _diff(ca, cb, 0, 0, [_chunker(32)])  # chunk lists: content-defined super-chunks if long
     out: list[Region] = []
     for i0, i1, j0, j1 in coarse:

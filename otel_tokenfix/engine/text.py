@@ -22,7 +22,7 @@ import numpy as np
 
 from .correction import Correction, TokenFixError, View
 from .diff import Region, char_to_byte_regions, diff_text
-from .provenance import check_logprobs, make_correction
+from .provenance import Builder, check_logprobs, make_correction
 from .table import TokenTable, get_table
 from .tokens import align_ids, match_moved
 
@@ -50,6 +50,7 @@ class _Doc:
     cut_d: np.ndarray  # display-byte offset of each allowed cut
     disp: bytes  # what decode shows (after the dummy-prefix strip)
     clean: bool  # display == valid UTF-8 of the token bytes (byte-level check is a proof)
+    bad: np.ndarray | None = None  # per segment between cuts: shows U+FFFD for invalid bytes (never an anchor)
 
 
 def _decode(tokenizer: Any, ids: Sequence[int], view: View) -> str:
@@ -86,14 +87,28 @@ def _spm_display(table: TokenTable, vids: Sequence[int]) -> str:
     return "".join(out)
 
 
-def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, view: View) -> _Doc | None:
-    """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
+def _visible(table: TokenTable, arr: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and ids of the visible tokens (a cheap slice when hidden ones sit only at the ends)."""
+    n = int(arr.size)
     if view == "content":
         hid = table.hidden[arr]
-        vis = np.flatnonzero(~hid) if hid.any() else np.arange(arr.size)
-    else:
-        vis = np.arange(arr.size)
-    vids = arr[vis]
+        if hid.any():
+            lo = 0
+            while lo < n and hid[lo]:
+                lo += 1
+            hi = n
+            while hi > lo and hid[hi - 1]:
+                hi -= 1
+            if hi - lo > 0 and hid[lo:hi].any():
+                vis = np.flatnonzero(~hid)
+                return vis, arr[vis]
+            return np.arange(lo, hi), arr[lo:hi]
+    return np.arange(n), arr
+
+
+def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, view: View) -> _Doc | None:
+    """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
+    vis, vids = _visible(table, arr, view)
     lens = table.lengths[vids]
     off = np.zeros(lens.size + 1, dtype=np.int64)
     np.cumsum(lens, out=off[1:])
@@ -133,7 +148,7 @@ def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarra
     if nv:
         ks.append(nv)
     segs: list[str] = []
-    for a, z in zip(ks, ks[1:], strict=False):
+    for a, z in zip(ks[:-1], ks[1:], strict=True):
         if table.kind == "metaspace":
             segs.append(_spm_display(table, vlist[a:z]))
         else:
@@ -147,7 +162,14 @@ def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarra
     if disp != _decode(tokenizer, ids, view):
         return None
     cut_d = np.maximum(np.asarray(d, dtype=np.int64) - strip, 0)
-    return _Doc(ids, vis, vids, np.asarray(ks if nv else [0], dtype=np.int64), cut_d, disp.encode("utf-8"), False)
+    bad = np.zeros(max(len(segs), 1), dtype=bool)
+    for j, (a, z) in enumerate(zip(ks[:-1], ks[1:], strict=True)):
+        try:
+            bad[j] = b[off[a] : off[z]].decode("utf-8") != segs[j]
+        except UnicodeDecodeError:
+            bad[j] = True
+    cut_k = np.asarray(ks if nv else [0], dtype=np.int64)
+    return _Doc(ids, vis, vids, cut_k, cut_d, disp.encode("utf-8"), False, bad)
 
 
 @dataclass
@@ -159,15 +181,17 @@ class _Window:
     regions: list[Region]
 
 
-def _anchorable(doc: _Doc, table: TokenTable, k_lo: int, k_hi: int, edge: int) -> bool:
-    """Visible tokens [k_lo, k_hi) can join a window whose edge is boundary ``edge``: none is an added
-    token, and no hidden token sits between them or between them and the window."""
+def _anchorable(doc: _Doc, table: TokenTable, k_lo: int, k_hi: int, left: bool) -> bool:
+    """Visible tokens [k_lo, k_hi) can join the window next to them (on their right if ``left``): none is
+    an added token, and no hidden token sits between them or between them and the window."""
     if k_hi <= k_lo:
         return True
-    if bool(table.added[doc.vids[k_lo:k_hi]].any()):
-        return False
-    lo, hi = min(k_lo, edge - 1 if edge > 0 else 0), max(k_hi, edge + 1 if edge < doc.vids.size else edge)
-    lo, hi = max(lo, 0), min(hi, int(doc.vids.size))
+    added = table.added
+    vids = doc.vids
+    for k in range(k_lo, k_hi):
+        if added[vids[k]]:
+            return False
+    lo, hi = (k_lo, min(k_hi + 1, int(vids.size))) if left else (max(k_lo - 1, 0), k_hi)
     return int(doc.vis[hi - 1] - doc.vis[lo]) == hi - 1 - lo
 
 
@@ -180,12 +204,15 @@ def _windows(doc: _Doc, table: TokenTable, regions: list[Region], anchors: int) 
         a = int(np.searchsorted(cut_d, d0, "right")) - 1
         z = int(np.searchsorted(cut_d, d1, "left"))
         a, z = max(a, 0), min(z, last)
+        bad = doc.bad
         for _ in range(anchors):
-            if a > 0 and _anchorable(doc, table, int(cut_k[a - 1]), int(cut_k[a]), int(cut_k[a])):
-                a -= 1
+            if a > 0 and (bad is None or not bad[a - 1]):
+                if _anchorable(doc, table, int(cut_k[a - 1]), int(cut_k[a]), True):
+                    a -= 1
         for _ in range(anchors):
-            if z < last and _anchorable(doc, table, int(cut_k[z]), int(cut_k[z + 1]), int(cut_k[z])):
-                z += 1
+            if z < last and (bad is None or not bad[z]):
+                if _anchorable(doc, table, int(cut_k[z]), int(cut_k[z + 1]), False):
+                    z += 1
         left_t = int(cut_d[a]) + delta
         new_delta = delta + (t1 - t0) - (d1 - d0)
         right_t = int(cut_d[z]) + new_delta
@@ -233,10 +260,10 @@ def _canonical_ok(table: TokenTable, doc: _Doc, k_lo: int, k_hi: int, new: list[
     """Re-encoding a margin around the window reproduces it, or the old context was not canonical anyway."""
     nv = int(doc.vids.size)
     m_lo = k_lo
-    while m_lo > 0 and k_lo - m_lo < CANON_MARGIN and _anchorable(doc, table, m_lo - 1, m_lo, m_lo):
+    while m_lo > 0 and k_lo - m_lo < CANON_MARGIN and _anchorable(doc, table, m_lo - 1, m_lo, True):
         m_lo -= 1
     m_hi = k_hi
-    while m_hi < nv and m_hi - k_hi < CANON_MARGIN and _anchorable(doc, table, m_hi, m_hi + 1, m_hi):
+    while m_hi < nv and m_hi - k_hi < CANON_MARGIN and _anchorable(doc, table, m_hi, m_hi + 1, False):
         m_hi += 1
     left = doc.vids[m_lo:k_lo].tolist()
     right = doc.vids[k_hi:m_hi].tolist()
@@ -282,12 +309,10 @@ def _insert_pos(doc: _Doc, table: TokenTable, k: int) -> int:
 
 
 def _splice(
-    table: TokenTable, doc: _Doc, tb: bytes, regions: list[Region], anchors: int, canonical: bool
-) -> tuple[list[int], list[int | None], list[Region]]:
-    """Splice re-encoded windows into the sampled ids. Returns ids, source index, replaced id ranges."""
+    table: TokenTable, doc: _Doc, tb: bytes, regions: list[Region], anchors: int, canonical: bool, out: Builder
+) -> list[Region]:
+    """Splice re-encoded windows into the sampled ids (into ``out``). Returns replaced id ranges."""
     ids, vis = doc.ids, doc.vis
-    out: list[int] = []
-    src: list[int | None] = []
     changed: list[Region] = []
     pos = 0  # next position in ids to copy
     for w in _windows(doc, table, regions, anchors):
@@ -296,8 +321,7 @@ def _splice(
                 p0, p1 = int(vis[k0]), int(vis[k1 - 1]) + 1
             else:
                 p0 = p1 = _insert_pos(doc, table, k0)
-            out.extend(ids[pos:p0])
-            src.extend(range(pos, p0))
+            out.copy(pos, p0)
             first = k0 == 0 and table.strip_leading_space
             data = tb[t0:t1]
             if first and (data or k1 < int(doc.vids.size)):
@@ -312,17 +336,16 @@ def _splice(
             s = 0
             while s < len(old) - p and s < len(new) - p and old[-1 - s] == new[-1 - s]:
                 s += 1
-            base = len(out)
-            out.extend(new)
-            src.extend(range(p0, p0 + p))
+            base = len(out.ids)
+            src: list[int | None] = list(range(p0, p0 + p))
             src.extend([None] * (len(new) - p - s))
             src.extend(range(p1 - s, p1))
+            out.add(new, src)
             if len(new) - p - s or len(old) - p - s:
                 changed.append((p0 + p, p1 - s, base + p, base + len(new) - s))
             pos = p1
-    out.extend(ids[pos:])
-    src.extend(range(pos, len(ids)))
-    return out, src, changed
+    out.copy(pos, len(ids))
+    return changed
 
 
 def _reencode(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, text: str, view: View) -> list[int]:
@@ -384,11 +407,12 @@ def correct_text(
         raise TokenFixError(f"edited_text must be a str, not {type(edited_text).__name__}")
     table = get_table(tokenizer)
     arr = table.check_ids(token_ids)
-    ids = arr.tolist()
+    ids = list(token_ids)
+    if ids and type(ids[0]) is not int:  # numpy ints and the like: hand back plain ints
+        ids = arr.tolist()
     lp = check_logprobs(ids, logprobs)
-    tb = edited_text.encode("utf-8", "surrogatepass")
     try:
-        edited_text.encode("utf-8")
+        tb = edited_text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise TokenFixError("edited_text contains lone surrogates and cannot be tokenized") from exc
     doc = _build_doc(table, tokenizer, ids, arr, view)
@@ -398,16 +422,16 @@ def correct_text(
         if not regions:
             return make_correction(ids, ids, list(range(len(ids))), logprobs=lp, method="unchanged", text=edited_text)
         for step, anchors in enumerate(ANCHOR_STEPS):
+            out = Builder(ids, lp)
             try:
-                out, src, changed = _splice(table, doc, tb, regions, anchors, canonical)
+                changed = _splice(table, doc, tb, regions, anchors, canonical, out)
             except _Retry:
                 continue
-            if not doc.clean and _decode(tokenizer, out, view) != edited_text:
+            if not doc.clean and _decode(tokenizer, out.ids, view) != edited_text:
                 continue
             if changed:
-                match_moved(ids, out, changed, src)
-            method = "splice" if step == 0 else "widened"
-            return make_correction(ids, out, src, logprobs=lp, method=method, text=edited_text)
+                match_moved(ids, out.ids, changed, out.moved)
+            return out.finish(method="splice" if step == 0 else "widened", text=edited_text)
     out = _reencode(table, tokenizer, ids, arr, edited_text, view)
     if _decode(tokenizer, out, view) != edited_text:
         raise TokenFixError("the tokenizer cannot reproduce the edited text exactly (lossy tokenizer?)")

@@ -8,6 +8,7 @@ origin and logprobs (as ``shifted``) instead of counting as new text.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from .correction import Correction, TokenFixError
 from .diff import Region, diff_ids
@@ -27,7 +28,7 @@ def _as_ids(ids: Sequence[int], what: str) -> list[int]:
     return out
 
 
-def match_moved(a: Sequence[int], b: Sequence[int], regions: list[Region], src: list[int | None]) -> None:
+def match_moved(a: Sequence[int], b: Sequence[int], regions: list[Region], src: Any) -> None:
     """Fill ``src`` (indexed by positions of ``b``) for inserted runs that reappear from deleted runs.
 
     A match counts if it is >= 2 ids long, or if it is a whole deleted run (e.g. one id moved)."""
