@@ -90,9 +90,10 @@ class TokenFixSpanProcessor(SpanProcessor):
             root_grace=root_grace,
             clock=clock,
         )
+        self._response_keys = self.conventions.response_key_set
         self._lock = threading.Lock()
-        self._stats_lock = threading.Lock()
-        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._counters = {name: _ThreadCounter() for name in COUNTERS}
+        self._passed_counter = self._counters["passed"]
         self._shutdown = False
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -123,6 +124,23 @@ class TokenFixSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         forwarded = False
         try:
+            attrs = span._attributes  # noqa: SLF001 - hot path: no property, no MappingProxy
+            if not span._events and (attrs is None or self._response_keys.isdisjoint(getattr(attrs, "_dict", attrs))):  # noqa: SLF001
+                # neither an LLM span nor an edit carrier: it passes now (the hot path builds no SpanView)
+                forwarded = True
+                self._passed_counter.add()
+                try:
+                    self.downstream.on_end(span)
+                except Exception:  # noqa: BLE001
+                    self._count("downstream_errors")
+                    logger.exception("tokenfix: downstream on_end raised")
+                parent = span._parent  # noqa: SLF001
+                if (parent is None or parent.is_remote) and not self._shutdown:  # a local root
+                    with self._lock:
+                        releases = self._assembly.end_root(span.context.trace_id)
+                    if releases:
+                        self._process(releases)
+                return
             ctx = span.context
             if self._shutdown or ctx is None or not ctx.trace_flags.sampled:
                 forwarded = True
@@ -174,8 +192,7 @@ class TokenFixSpanProcessor(SpanProcessor):
     @property
     def stats(self) -> dict[str, int]:
         """Counters (see ``COUNTERS``) plus what is held right now."""
-        with self._stats_lock:
-            out = dict(self._counts)
+        out = {name: counter.value() for name, counter in self._counters.items()}
         with self._lock:
             out["late_edits"] = self._assembly.late_edits
             out["routed_edits"] = self._assembly.routed_edits
@@ -192,8 +209,7 @@ class TokenFixSpanProcessor(SpanProcessor):
     # --- internals ----------------------------------------------------------------------------------
     def _count(self, name: str, n: int = 1) -> None:
         if n:
-            with self._stats_lock:
-                self._counts[name] += n
+            self._counters[name].add(n)
 
     def _forward(self, span: ReadableSpan) -> None:
         try:
@@ -217,6 +233,13 @@ class TokenFixSpanProcessor(SpanProcessor):
 
     def _process_one(self, release: Release) -> None:
         overlays: Mapping[int, Mapping[str, Any]] = {}
+        if release.correct and not self._mark_unchanged and not _has_edits(release):
+            # nothing can change: skip parsing ids (the common case, and the hot one)
+            self._count("unchanged", len(release.spans))
+            self._count("forwarded", len(release.spans))
+            for view in release.spans:
+                self._forward(view.source)
+            return
         try:
             correction = correct_release(
                 release, self._lookup, conventions=self.conventions, mark_unchanged=self._mark_unchanged
@@ -228,9 +251,8 @@ class TokenFixSpanProcessor(SpanProcessor):
                 "unchanged": correction.count(cv.STATUS_UNCHANGED),
                 "errors": correction.errors,
             }
-            with self._stats_lock:
-                for name, n in counts.items():
-                    self._counts[name] += n
+            for name, n in counts.items():
+                self._count(name, n)
             for issue in correction.issues:
                 logger.warning("tokenfix: edit %s not applied: %s", issue.edit, issue.reason)
         except Exception:  # noqa: BLE001 - the spans still go out, unchanged
@@ -259,6 +281,36 @@ class TokenFixSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001
                 self._count("internal_errors")
                 logger.exception("tokenfix: timer tick failed")
+
+
+def _has_edits(release: Release) -> bool:
+    """Whether any span of the release carries an event (edits are events; reading them is the corrector's
+    job, this is only the cheap "certainly nothing to do" test)."""
+    return bool(release.foreign) or any(view.events for view in release.spans) or any(
+        view.events for view in release.context
+    )
+
+
+class _ThreadCounter:
+    """An exact counter without a lock on the hot path: each thread increments its own cell."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._cells: list[list[int]] = []
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        try:
+            self._local.cell[0] += n
+        except AttributeError:  # first count on this thread
+            cell = [n]
+            with self._lock:
+                self._cells.append(cell)
+            self._local.cell = cell
+
+    def value(self) -> int:
+        with self._lock:
+            return sum(cell[0] for cell in self._cells)
 
 
 def _register_metrics(meter_provider: Any, processor: TokenFixSpanProcessor) -> Any:

@@ -17,6 +17,16 @@ from opentelemetry.sdk.trace import ReadableSpan
 from ..trace.view import EventView, SpanView
 
 
+def plain_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes as a plain dict without copying: an ended span's ``BoundedAttributes`` is
+    immutable, and its inner dict makes key checks ~10x cheaper than the ``MutableMapping`` protocol."""
+    attrs = span._attributes  # noqa: SLF001
+    if attrs is None:
+        return {}
+    inner = getattr(attrs, "_dict", None)
+    return inner if isinstance(inner, dict) else attrs
+
+
 def to_view(span: ReadableSpan) -> SpanView:
     """A SpanView over the span's own (immutable) attribute mapping: no copy on the hot path."""
     ctx = span.context
@@ -33,12 +43,25 @@ def to_view(span: ReadableSpan) -> SpanView:
         name=span.name,
         start_time=span.start_time or 0,
         end_time=span.end_time or 0,
-        attributes=span._attributes or {},  # noqa: SLF001 - BoundedAttributes(immutable) or a dict
+        attributes=plain_attributes(span),
         events=events,
         resource_attributes=resource.attributes if resource is not None else {},
         parent_is_remote=bool(parent is not None and parent.is_remote),
         source=span,
     )
+
+
+_SCALARS = (bool, int, float, str)
+
+
+def _small(overlay: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in overlay.items() if not (isinstance(v, tuple) and len(v) > 16)}
+
+
+def _homogeneous(value: Any) -> bool:
+    """An attribute array the SDK would accept: a tuple whose items all have one scalar type."""
+    kinds = set(map(type, value))
+    return len(kinds) == 1 and next(iter(kinds)) in _SCALARS
 
 
 def corrected_copy(span: ReadableSpan, overlay: Mapping[str, Any]) -> ReadableSpan:
@@ -48,9 +71,15 @@ def corrected_copy(span: ReadableSpan, overlay: Mapping[str, Any]) -> ReadableSp
     the original's dropped-attribute, event and link counts are kept (events/links are passed as the
     same bounded lists), so its OTLP encoding differs only by the overlay keys.
     """
-    merged: dict[str, Any] = dict(span._attributes or {})  # noqa: SLF001
-    merged.update(overlay)
-    attributes = BoundedAttributes(maxlen=None, attributes=merged, immutable=True)
+    clean = BoundedAttributes(maxlen=None, attributes=_small(overlay), immutable=False)  # validate the small ones
+    merged: dict[str, Any] = dict(plain_attributes(span))
+    for key, value in overlay.items():
+        if key in clean:
+            merged[key] = clean[key]
+        elif _homogeneous(value):  # long arrays: one C-speed type check instead of the SDK's per-item one
+            merged[key] = value
+    attributes = BoundedAttributes(maxlen=None, immutable=True)
+    attributes._dict = merged  # noqa: SLF001 - original values are already clean; skip re-validating them
     attributes.dropped = span.dropped_attributes
     return ReadableSpan(
         name=span.name,

@@ -89,16 +89,22 @@ class LateEdit:
     released_because: str
 
 
-@dataclass
 class _Trace:
-    trace_id: int
-    created: float
-    held: list[SpanView] = field(default_factory=list)
-    context: list[SpanView] = field(default_factory=list)
-    foreign: list[SpanView] = field(default_factory=list)
-    notes: dict[EditKey, str] = field(default_factory=dict)
-    root_ended: bool = False
-    grace_until: float | None = None
+    """One trace being held (a plain slots class: created once per trace on the hot path)."""
+
+    __slots__ = ("trace_id", "created", "held", "response_ids", "context", "foreign", "notes", "root_ended",
+                 "grace_until")
+
+    def __init__(self, trace_id: int, created: float) -> None:
+        self.trace_id = trace_id
+        self.created = created
+        self.held: list[SpanView] = []
+        self.response_ids: list[str] = []
+        self.context: list[SpanView] = []
+        self.foreign: list[SpanView] = []
+        self.notes: dict[EditKey, str] = {}
+        self.root_ended = False
+        self.grace_until: float | None = None
 
 
 class TraceAssembly:
@@ -149,7 +155,7 @@ class TraceAssembly:
     def add(self, span: SpanView, now: float | None = None) -> AddResult:
         """Take one ended span. Returns whether it is held and every release it (or time) caused."""
         now = self.clock() if now is None else now
-        releases = self._expire(now)
+        releases = self._expire(now) if (self._grace or self._traces) else []
         entry = self._traces.get(span.trace_id)
         if span.events:
             edits = cv.read_edits(span, self.conventions)
@@ -164,6 +170,7 @@ class TraceAssembly:
             response_id = cv.read_response_id(span, self.conventions)
             if response_id:
                 self._by_response[response_id] = span.trace_id
+                entry.response_ids.append(response_id)
         elif self._remember(span):
             entry = entry or self._new_entry(span.trace_id, now)
             entry.context.append(span)
@@ -176,6 +183,17 @@ class TraceAssembly:
                 releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
         releases.extend(self._enforce_bounds())
         return AddResult(held, releases)
+
+    def end_root(self, trace_id: int, now: float | None = None) -> list[Release]:
+        """A local root that is neither held nor remembered ended (the hot path: the edge need not build a
+        SpanView for it). Same effect as :meth:`add` of such a span."""
+        now = self.clock() if now is None else now
+        releases = self._expire(now) if (self._grace or self._traces) else []
+        entry = self._traces.get(trace_id)
+        if entry is not None and not entry.root_ended:
+            entry.root_ended = True
+            releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
+        return releases
 
     def tick(self, now: float | None = None) -> list[Release]:
         """Release traces whose root grace ended or whose hold timed out."""
@@ -258,11 +276,10 @@ class TraceAssembly:
         for span in entry.held:
             self._by_span.pop(span.span_id, None)
             self._remember_lru(self._released_spans, span.span_id, reason)
-            response_id = cv.read_response_id(span, self.conventions)
-            if response_id:
-                if self._by_response.get(response_id) == entry.trace_id:
-                    del self._by_response[response_id]
-                self._remember_lru(self._released_responses, response_id, reason)
+        for response_id in entry.response_ids:
+            if self._by_response.get(response_id) == entry.trace_id:
+                del self._by_response[response_id]
+            self._remember_lru(self._released_responses, response_id, reason)
         self._remember_trace(entry.trace_id, reason if entry.held else "")
         if not entry.held and not self._unnoted_edits(entry):
             return []
@@ -291,9 +308,10 @@ class TraceAssembly:
         self._remember_lru(self._released_traces, trace_id, reason)
 
     def _remember_lru(self, lru: OrderedDict, key, value: str) -> None:  # type: ignore[type-arg]
+        if key in lru:
+            lru.move_to_end(key)
         lru[key] = value
-        lru.move_to_end(key)
-        while len(lru) > self._memory:
+        if len(lru) > self._memory:
             lru.popitem(last=False)
 
     def _expire(self, now: float) -> list[Release]:
@@ -305,11 +323,13 @@ class TraceAssembly:
                 releases.extend(self._finish(entry, REASON_ROOT_GRACE, complete=True, correct=True))
         if self._traces:
             limit = now - self.hold_timeout
-            for entry in list(self._traces.values()):
+            expired = []
+            for entry in self._traces.values():  # creation order: stop at the first young entry
                 if entry.created > limit:
                     break
-                if entry.root_ended:
-                    continue  # waiting out its grace
+                if not entry.root_ended:  # root-ended entries are waiting out their grace
+                    expired.append(entry)
+            for entry in expired:
                 releases.extend(self._finish(entry, REASON_TIMEOUT, complete=False, correct=False))
         return releases
 

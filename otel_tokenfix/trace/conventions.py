@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .view import EventView, SpanView
@@ -114,6 +115,11 @@ class Conventions:
     #: longest edited text accepted in one edit event
     max_edit_chars: int = 8_000_000
 
+    @cached_property
+    def response_key_set(self) -> frozenset[str]:
+        """The response keys as a set, for the one-call hot-path check in :func:`has_response_key`."""
+        return frozenset(self.response_keys)
+
 
 DEFAULT_CONVENTIONS = Conventions()
 
@@ -148,6 +154,9 @@ def parse_literal(value: Any, *, max_chars: int = DEFAULT_CONVENTIONS.max_litera
         return None
 
 
+_INT_TYPES = frozenset({int})
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -175,7 +184,7 @@ def _ids_path(obj: Any, depth: int = 0) -> tuple[Any, ...] | None:
         return None
     if not isinstance(obj, (list, tuple)):
         return None
-    if all(_is_int(x) for x in obj):
+    if set(map(type, obj)) <= _INT_TYPES:  # C-speed check; bool is excluded (its type is not int)
         return ()
     if obj and isinstance(obj[0], (list, tuple, Mapping)):
         sub = _ids_path(obj[0], depth + 1)
@@ -198,10 +207,10 @@ def encode_ids_like(original: Any, new_ids: Sequence[int], conv: Conventions = D
     parsed = parse_literal(original, max_chars=conv.max_literal_chars)
     path = None if parsed is None else _ids_path(parsed.value)
     if parsed is None or path is None:
-        return tuple(int(i) for i in new_ids)
+        return tuple(map(int, new_ids))
     if parsed.encoding == "native" and path == ():
-        return tuple(int(i) for i in new_ids)
-    value = _replace(parsed.value, path, [int(i) for i in new_ids])
+        return tuple(map(int, new_ids))
+    value = _replace(parsed.value, path, list(map(int, new_ids)))
     if parsed.encoding == "json":
         return json.dumps(value)
     if parsed.encoding == "repr":
@@ -280,6 +289,8 @@ def is_llm_span(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> bool
 def has_response_key(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> bool:
     """Cheap pre-check (no parsing) used on the hot path."""
     attrs = span.attributes
+    if isinstance(attrs, dict):
+        return not conv.response_key_set.isdisjoint(attrs)
     return any(key in attrs for key in conv.response_keys)
 
 

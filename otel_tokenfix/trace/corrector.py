@@ -109,11 +109,11 @@ class LLMCall:
 
     @property
     def kept(self) -> int:
-        return sum(1 for s in self.source_index if s is not None)
+        return len(self.source_index) - self.source_index.count(None)
 
     @property
     def inserted(self) -> int:
-        return sum(1 for s in self.source_index if s is None)
+        return self.source_index.count(None)
 
     @property
     def corrected(self) -> bool:
@@ -453,7 +453,7 @@ def _correct_one(
         text = last.text
     if text is None and tokenizer is not None:
         text = _decode(tokenizer, correction.token_ids)
-    new_ids = [int(i) for i in correction.token_ids]
+    new_ids = list(map(int, correction.token_ids))
     source_index = list(correction.source_index)
     call = LLMCall(
         **_base(p, index, conv),
@@ -524,9 +524,10 @@ def _overlay(call: LLMCall, conv: Conventions) -> dict[str, Any]:
     overlay[cv.RESPONSE_IDS] = ids
     overlay[cv.ORIGINAL_RESPONSE_IDS] = tuple(call.original_ids)
     overlay[cv.PROVENANCE] = tuple(call.provenance)
-    overlay[SOURCE_INDEX] = tuple(-1 if s is None else int(s) for s in call.source_index)
+    overlay[SOURCE_INDEX] = tuple([-1 if s is None else s for s in call.source_index])
     if call.logprobs is not None:
-        overlay[cv.LOGPROBS] = tuple(float("nan") if x is None else float(x) for x in call.logprobs)
+        nan = float("nan")
+        overlay[cv.LOGPROBS] = tuple([nan if x is None else float(x) for x in call.logprobs])
     if call.text is not None:
         overlay[cv.TEXT] = call.text
     overlay[cv.SOURCE_KEY] = call.source_key
