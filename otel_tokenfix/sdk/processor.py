@@ -127,6 +127,12 @@ class TokenFixSpanProcessor(SpanProcessor):
             attrs = span._attributes  # noqa: SLF001 - hot path: no property, no MappingProxy
             if not span._events and (attrs is None or self._response_keys.isdisjoint(getattr(attrs, "_dict", attrs))):  # noqa: SLF001
                 # neither an LLM span nor an edit carrier: it passes now (the hot path builds no SpanView)
+                parent = span._parent  # noqa: SLF001
+                if (parent is None or parent.is_remote) and not self._shutdown:  # a local root
+                    with self._lock:
+                        releases = self._assembly.end_root(span.context.trace_id)
+                    if releases:  # held spans go first: a trace-assembling exporter downstream sees the
+                        self._process(releases)  # root last, as it would without us
                 forwarded = True
                 self._passed_counter.add()
                 try:
@@ -134,12 +140,6 @@ class TokenFixSpanProcessor(SpanProcessor):
                 except Exception:  # noqa: BLE001
                     self._count("downstream_errors")
                     logger.exception("tokenfix: downstream on_end raised")
-                parent = span._parent  # noqa: SLF001
-                if (parent is None or parent.is_remote) and not self._shutdown:  # a local root
-                    with self._lock:
-                        releases = self._assembly.end_root(span.context.trace_id)
-                    if releases:
-                        self._process(releases)
                 return
             ctx = span.context
             if self._shutdown or ctx is None or not ctx.trace_flags.sampled:
@@ -148,14 +148,21 @@ class TokenFixSpanProcessor(SpanProcessor):
                 return
             view = to_view(span)
             with self._lock:
+                late_before = self._assembly.late_edits
                 result = self._assembly.add(view)
-            if not result.held:
+                late = list(self._assembly.recent_late)[-(self._assembly.late_edits - late_before):] if (
+                    self._assembly.late_edits != late_before) else ()
+            for item in late:
+                logger.warning("tokenfix: late edit %s (target %s had already left: %s); not applied",
+                               item.edit, item.target, item.released_because)
+            if result.held:
+                self._count("held")
+                self._process(result.releases)
+            else:
+                self._process(result.releases)  # held spans of a completed trace before its root
                 forwarded = True
                 self._count("passed")
                 self._forward(span)
-            else:
-                self._count("held")
-            self._process(result.releases)
         except Exception:  # noqa: BLE001 - never raise into user code, never lose the span
             self._count("internal_errors")
             logger.exception("tokenfix: on_end failed; forwarding the span unchanged")

@@ -66,6 +66,7 @@ class TokenizerResolver:
         self._loaded: dict[str, Any] = {}
         self._failed: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -103,7 +104,9 @@ class TokenizerResolver:
         found = self._loaded.get(key)
         if found is not None:
             return found
-        with self._lock:
+        with self._lock:  # one lock per tokenizer: loading one model never stalls spans of another
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
             found = self._loaded.get(key)
             if found is not None:
                 return found

@@ -54,7 +54,8 @@ def test_agentops_shape_edit_on_step_span_after_llm_ended(qwen):
     assert llm.attributes[cv.EDIT_COUNT] == 1
     assert llm.attributes[cv.TEXT] == EDITED
     assert list(llm.attributes["prompt_token_ids"]) == qwen_ids(qwen, "Q?", eos=False)
-    assert {s.name for s in p.spans()} == {"agent.run", "agent.step", "openai.chat.completion"}
+    # held spans go out before their root, so a trace-assembling exporter downstream sees the root last
+    assert [s.name for s in p.spans()] == ["agent.step", "openai.chat.completion", "agent.run"]
     st = p.processor.stats
     assert st["corrected"] == 1 and st["errors"] == 0 and st["held_spans"] == 0 and st["passed"] == 2
 
