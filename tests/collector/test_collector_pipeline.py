@@ -17,11 +17,11 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from service.serve_helpers import REPO, start_serve
 
 from otel_tokenfix.sdk.triplet_exporter import TripletExporter
 from otel_tokenfix.triplets.sinks import MemorySink
 
-from service.serve_helpers import REPO, start_serve
 from .collector_helpers import start_collector
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -80,6 +80,10 @@ def by_key(records) -> dict:
     return {(r["trace_id"], r["index"]): r for r in records}
 
 
+def same(a, b) -> bool:
+    return {k: comparable(v) for k, v in by_key(a).items()} == {k: comparable(v) for k, v in by_key(b).items()}
+
+
 def convert(src: Path, out: Path, qwen_dir: Path) -> list[dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "otel_tokenfix.cli.main", "convert", str(src), "-o", str(out), "--no-progress",
@@ -102,7 +106,7 @@ def test_agent_gateway_to_serve_and_file_to_convert(collector_bin, qwen, qwen_di
     assert serve.stop() == 0, serve.stderr_text()
     got = serve.records()
     assert len(got) == len(expected) == 15
-    assert {k: comparable(v) for k, v in by_key(got).items()} == {k: comparable(v) for k, v in by_key(expected).items()}
+    assert same(got, expected)
     assert sum(1 for r in got if r["metadata"]["status"] == "corrected") == 10
 
     # the Collector's file exporter wrote the raw spans: convert gives the same triplets as serve
@@ -112,7 +116,7 @@ def test_agent_gateway_to_serve_and_file_to_convert(collector_bin, qwen, qwen_di
                for s in rs["scopeSpans"]) == sent
     converted = convert(raw, tmp_path / "conv.jsonl", qwen_dir)
     # identical but for the release reason: in a file the last traces end at end-of-file, not a grace
-    assert {k: comparable(v) for k, v in by_key(converted).items()} == {k: comparable(v) for k, v in by_key(got).items()}
+    assert same(converted, got)
     gz = tmp_path / "raw-spans.jsonl.gz"
     with raw.open("rb") as src, gzip.open(gz, "wb") as dst:
         shutil.copyfileobj(src, dst)
@@ -142,6 +146,6 @@ def test_loadbalancing_collector_routes_traces_to_two_serves(collector_bin, qwen
     assert {"a", "b"} == set().union(*where.values()), "all traces went to one instance"
     got = a.records() + b.records()
     assert len(got) == len(by_key(got)) == 3 * n, "a call was corrected twice or lost"
-    assert {k: comparable(v) for k, v in by_key(got).items()} == {k: comparable(v) for k, v in by_key(expected).items()}
+    assert same(got, expected)
     # each instance saw whole traces: every trace's spans are on the instance holding its LLM spans
     assert sum(1 for r in got if r["metadata"]["status"] == "corrected") == 2 * n

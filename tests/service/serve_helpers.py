@@ -41,7 +41,7 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError("serve did not stop on signal; stderr:\n" + self.stderr_text())
+            raise AssertionError("serve did not stop on signal; stderr:\n" + self.stderr_text()) from None
 
     def stderr_text(self) -> str:
         return "\n".join(self.stderr_lines)

@@ -41,8 +41,8 @@ def run_agents(qwen, exporter, n_runs: int, **kw):
     reference = MemorySink()
     provider = TracerProvider(resource=Resource.create({"service.name": "agent", "agentlightning.rollout_id": "r1"}))
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=50))
-    provider.add_span_processor(SimpleSpanProcessor(TripletExporter(reference, tokenizers={"qwen2.5": qwen}, root_grace=0.0,
-                                                                    timer=False)))
+    exporter_in_process = TripletExporter(reference, tokenizers={"qwen2.5": qwen}, root_grace=0.0, timer=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter_in_process))
     tracer = provider.get_tracer("agent")
     runs = [run_agent(tracer, qwen, **kw) for _ in range(n_runs)]
     provider.shutdown()
@@ -63,7 +63,7 @@ def test_sdk_otlp_to_serve_matches_in_process(protocol, serve, qwen):
         return sorted((r for r in serve.records() if r["trace_id"] in traces), key=key)
 
     serve.wait_for(lambda: len(got()) >= len(expected), what="triplets of 3 traces")
-    for g, e in zip(got(), sorted(expected, key=key)):
+    for g, e in zip(got(), sorted(expected, key=key), strict=True):
         gm, em = g["metadata"], e["metadata"]
         assert gm == em, {k: (gm.get(k), em.get(k)) for k in set(gm) | set(em) if gm.get(k) != em.get(k)}
         assert g == e
