@@ -51,6 +51,8 @@ class ExporterStats:
     errors: int = 0
     edit_issues: int = 0
     orphan_rewards: int = 0
+    #: spans that arrived after their trace was released (held again; released at the timeout, marked)
+    late_spans: int = 0
     internal_errors: int = 0
 
 
@@ -180,6 +182,14 @@ class TripletExporter(SpanExporter):
                         log.warning("tokenfix triplets: skipping a span that cannot be read: %s", exc)
                         continue
                     self.stats.spans += 1
+                    if self._released_before(view.trace_id):
+                        self.stats.late_spans += 1
+                        if self.stats.late_spans in (1, 10, 100) or self.stats.late_spans % 1000 == 0:
+                            log.warning(
+                                "tokenfix triplets: %d span(s) arrived after their trace was released "
+                                "(raise OTEL_TOKENFIX_TRIPLETS_ROOT_GRACE?)",
+                                self.stats.late_spans,
+                            )
                     releases.extend(self.assembly.add(view).releases)
                 releases.extend(self.assembly.tick())
             self._emit(releases)
@@ -189,6 +199,11 @@ class TripletExporter(SpanExporter):
             self.stats.internal_errors += 1
             log.exception("tokenfix triplets: export failed")
         return SpanExportResult.SUCCESS
+
+    def _released_before(self, trace_id: int) -> bool:
+        """Whether a trace with held spans already left (the assembly remembers recent releases)."""
+        released = getattr(self.assembly, "_released_traces", None)
+        return bool(released and released.get(trace_id))
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Release every held trace (marked incomplete when its root has not arrived), write, retry."""

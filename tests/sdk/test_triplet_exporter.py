@@ -346,3 +346,34 @@ def test_final_reward_option(qwen):
         ex.shutdown()
     assert [r.reward for r in plain.records] == [None, 0.3, None]  # FIRST_OCCURRENCE
     assert [r.reward for r in final.records] == [None, None, 0.3]  # the episode's last reward, on the last call
+
+
+def test_span_bound_releases_oldest_trace_marked(qwen):
+    spans, runs = recorded_spans(qwen, n_runs=2)
+    first = [s for s in spans if s.context.trace_id == runs[0].trace_id and s.parent is not None]
+    second = [s for s in spans if s.context.trace_id == runs[1].trace_id]
+    sink = MemorySink()
+    ex = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0, max_spans=len(first) + 2)
+    ex.export(first)  # held: the root has not come
+    assert sink.records == []
+    ex.export(second)  # pushes the held spans over the bound: the oldest trace leaves, marked
+    old = [r for r in sink.records if r.trace_id == format(runs[0].trace_id, "032x")]
+    assert len(old) == 3
+    assert all(r.metadata["release_reason"] == "max_spans" and r.metadata["status"] == "error" for r in old)
+    assert [r.response_ids for r in old] == runs[0].sampled
+    check_run([r for r in sink.records if r.trace_id == format(runs[1].trace_id, "032x")], runs[1], qwen)
+    ex.shutdown()
+
+
+def test_late_spans_are_counted_and_still_exported(qwen, caplog):
+    spans, (run,) = recorded_spans(qwen)
+    root = [s for s in spans if s.parent is None]
+    rest = [s for s in spans if s.parent is not None]
+    sink = MemorySink()
+    ex = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0)
+    ex.export(root)  # root first with no grace: the trace leaves at once (nothing to write yet)
+    ex.export(rest)
+    assert ex.stats.late_spans == len(rest) and "after their trace was released" in caplog.text
+    ex.shutdown()  # the late spans are not lost: released at shutdown, marked incomplete
+    assert [int(r.span_id, 16) for r in sink.records] == run.span_ids
+    assert all(r.metadata["complete"] is False for r in sink.records)
