@@ -16,10 +16,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor
 
 from ..trace import conventions as cv
 from ..trace.assembly import EARLY_REASONS, REASON_FLUSH, REASON_SHUTDOWN, Release, TraceAssembly
@@ -79,7 +80,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.downstream = downstream
-        self.conventions = conventions or cv.DEFAULT_CONVENTIONS
+        self.conventions = _with_sdk_limits(conventions or cv.DEFAULT_CONVENTIONS)
         self._lookup = as_lookup(tokenizers, default_tokenizer)
         self._mark_unchanged = mark_unchanged
         self._assembly = TraceAssembly(
@@ -288,6 +289,22 @@ class TokenFixSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001
                 self._count("internal_errors")
                 logger.exception("tokenfix: timer tick failed")
+
+
+def _with_sdk_limits(conventions: Conventions) -> Conventions:
+    """Make truncated edit texts detectable: the SDK cuts string attributes (event ones too) to
+    ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`` / ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`` silently."""
+    if conventions.truncation_limit is not None:
+        return conventions
+    try:
+        limit = SpanLimits().max_attribute_length
+    except Exception:  # noqa: BLE001 - a malformed env var: the SDK will complain itself
+        return conventions
+    if limit is None:
+        return conventions
+    logger.warning("tokenfix: string attributes are limited to %d chars; longer edit texts get truncated by the "
+                   "SDK and are rejected", limit)
+    return replace(conventions, truncation_limit=limit)
 
 
 def _has_edits(release: Release) -> bool:

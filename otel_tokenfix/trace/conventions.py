@@ -114,6 +114,9 @@ class Conventions:
     max_ids: int = 2_000_000
     #: longest edited text accepted in one edit event
     max_edit_chars: int = 8_000_000
+    #: the SDK's attribute value length limit, if one is set (``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``): an
+    #: edit text of exactly this length was almost surely truncated, so it is rejected, not applied
+    truncation_limit: int | None = None
 
     @cached_property
     def response_key_set(self) -> frozenset[str]:
@@ -507,6 +510,10 @@ def read_edit(span: SpanView, index: int, ev: EventView, conv: Conventions = DEF
             errors.append(f"{EDIT_TEXT} must be a string, got {type(value).__name__}")
         elif len(value) > conv.max_edit_chars:
             errors.append(f"{EDIT_TEXT} too long ({len(value)} chars > {conv.max_edit_chars})")
+        elif conv.truncation_limit is not None and len(value) == conv.truncation_limit:
+            errors.append(
+                f"{EDIT_TEXT} is exactly {len(value)} chars, the attribute value length limit: probably truncated"
+            )
         else:
             text = value
     elif has_ids:

@@ -253,3 +253,17 @@ def test_engine_rejects_bad_token_ids(qwen):
         record_edit(token_ids=[10**9])
     a = p.one("llm").attributes
     assert a[cv.STATUS] == cv.STATUS_ERROR and a[cv.ERROR]
+
+
+def test_edit_text_truncated_by_sdk_limit_is_rejected(qwen, monkeypatch):
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "20")
+    p = make_pipeline({MODEL: qwen})
+    assert p.processor.conventions.truncation_limit == 20
+    with p.tracer.start_as_current_span("agent.run"):
+        with p.tracer.start_as_current_span("llm", attributes=llm_attrs(qwen)):
+            pass
+        with p.tracer.start_as_current_span("step"):
+            record_edit(EDITED)  # 31 chars: the SDK keeps 20
+    a = p.one("llm").attributes
+    assert a[cv.STATUS] == cv.STATUS_ERROR and "truncated" in a[cv.ERROR]
+    assert list(a["response_token_ids"]) == qwen_ids(qwen, TEXT)
