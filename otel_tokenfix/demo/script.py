@@ -32,7 +32,7 @@ SYSTEM_PROMPT = (
 
 @dataclass(frozen=True)
 class Turn:
-    """One scripted assistant response and the words the server samples as non-canonical token splits."""
+    """One scripted assistant response and the words (each one token) the server samples as two tokens."""
 
     text: str
     split_words: tuple[str, ...] = ()
@@ -46,13 +46,13 @@ TURN_SEARCH = Turn(
 )
 
 #: Turn 2: think, then an answer with a hedge and the two facts in the opposite order of the question.
-#: Some words are sampled as non-canonical splits, as real models do (e.g. ``[' Eiff', 'el']``).
+#: Some words are sampled as non-canonical splits, as real models do (e.g. ``[' Marc', 'h']`` for ``' March'``).
 TURN_ANSWER = Turn(
     "<think>\nThe first result gives the completion date, the second the current height. "
     "Both answer the question.\n</think>\n"
     "The tower is, as far as I can tell, 330 metres tall today. "
     "The Eiffel Tower was completed on 31 March 1889 for the World's Fair.",
-    split_words=(" Eiffel", " metres", " completed", " Fair"),
+    split_words=(" March", " metres", " completed", " Fair"),
 )
 
 TURNS: tuple[Turn, ...] = (TURN_SEARCH, TURN_ANSWER)

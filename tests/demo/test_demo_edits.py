@@ -53,3 +53,12 @@ def test_search_ranks_by_overlap():
     hits = search("Eiffel Tower completed height")
     assert [doc_id for doc_id, _ in hits] == ["eiffel-history", "eiffel-height"]
     assert search("zzz qqq") == []
+
+
+def test_every_split_word_is_one_splittable_token(qwen):
+    """The script's non-canonical words each become exactly one split the server samples."""
+    from otel_tokenfix.demo.runner import split_positions
+    from otel_tokenfix.demo.script import TURNS
+
+    for turn in TURNS:
+        assert len(split_positions(qwen, turn)) == len(turn.split_words)
