@@ -2,8 +2,10 @@
 spans through agent-lightning's own OtelTracer into an InMemoryLightningStore, then converts the stored
 spans with its TracerTraceToTriplet and prints the triplets as JSON.
 
-Usage: python agl_replay.py A.pb [B.pb ...]  ->  stdout: [{"triplets": [...], "spans": N}, ...] (one
-rollout per file, in one store)
+Usage: python agl_replay.py A.pb [B.pb ...] [C.json]  ->  stdout: one JSON list, per argument:
+- ``*.pb``: ``{"triplets": [...], "spans": N}`` (one rollout per file, in one store);
+- ``*.json``: a list of our ``to_agl_dict`` payloads, each validated as ``agentlightning.Triplet(**d)``
+  (what ``otel_tokenfix.triplets.formats.to_agl_triplet`` does): ``{"validated": [model_dump, ...]}``.
 """
 
 from __future__ import annotations
@@ -91,7 +93,16 @@ async def main(paths: list[str]) -> None:
     store = InMemoryLightningStore()
     tracer = OtelTracer()
     tracer.init_worker(0, store)
-    print(json.dumps([await replay(store, tracer, p) for p in paths]))
+    out = []
+    for p in paths:
+        if p.endswith(".json"):
+            from agentlightning import Triplet
+
+            with open(p) as fh:
+                out.append({"validated": [Triplet(**d).model_dump(mode="json") for d in json.load(fh)]})
+        else:
+            out.append(await replay(store, tracer, p))
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

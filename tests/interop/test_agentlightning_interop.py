@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from otel_tokenfix.sdk.processor import TokenFixSpanProcessor
 from otel_tokenfix.sdk.triplet_exporter import TripletExporter
+from otel_tokenfix.triplets.formats import to_agl_dict
 from otel_tokenfix.triplets.sinks import MemorySink
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -81,16 +82,18 @@ def test_agent_lightning_reads_our_corrected_ids_and_rewards(qwen, agl_python, t
 
     (tmp_path / "corrected.pb").write_bytes(encode_spans(corrected.get_finished_spans()).SerializeToString())
     (tmp_path / "raw.pb").write_bytes(encode_spans(raw.get_finished_spans()).SerializeToString())
+    (tmp_path / "ours.json").write_text(json.dumps([to_agl_dict(r) for r in sink.records]))
     env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONPATH="")
+    args = [str(tmp_path / "corrected.pb"), str(tmp_path / "raw.pb"), str(tmp_path / "ours.json")]
     proc = subprocess.run(
-        [str(agl_python), str(REPLAY), str(tmp_path / "corrected.pb"), str(tmp_path / "raw.pb")],
+        [str(agl_python), str(REPLAY), *args],
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-5000:]
-    agl_corrected, agl_raw = json.loads(proc.stdout.strip().splitlines()[-1])
+    agl_corrected, agl_raw, validated = json.loads(proc.stdout.strip().splitlines()[-1])
     assert agl_corrected["spans"] == len(corrected.get_finished_spans())
 
     got = agl_corrected["triplets"]
@@ -102,6 +105,13 @@ def test_agent_lightning_reads_our_corrected_ids_and_rewards(qwen, agl_python, t
         assert t["response_id"] == rec.metadata["response_id"]
     assert [t["reward"] for t in got] == [0.25, None, 1.0]
     assert [qwen.decode(t["response_token_ids"], skip_special_tokens=True) for t in got] == run.final_texts
+
+    # our converter's payloads are valid agent-lightning v0.x Triplet objects carrying the same data
+    triplets = validated["validated"]
+    assert [t["response"]["token_ids"] for t in triplets] == [r.response_ids for r in sink.records]
+    assert [t["prompt"]["token_ids"] for t in triplets] == [r.prompt_ids for r in sink.records]
+    assert [t["reward"] for t in triplets] == [0.25, None, 1.0]
+    assert triplets[0]["metadata"]["response_mask"] == sink.records[0].mask
 
     # without the correction agent-lightning trains on the sampled ids the agent threw away
     before = agl_raw["triplets"]
