@@ -35,9 +35,11 @@ def make_text(rng: random.Random, n_chars: int) -> str:
             words = [rng.choice(WORDS) for _ in range(rng.randint(6, 18))]
             s = " ".join(words).capitalize() + rng.choice([".", ".", "?", "!", ":"]) + rng.choice([" ", " ", "\n"])
         elif kind < 0.85:
-            s = f'{{"name": "{rng.choice(WORDS)}", "arguments": {{"q": "{rng.choice(WORDS)}", "k": {rng.randint(1, 99)}}}}}\n'
+            name, q, k = rng.choice(WORDS), rng.choice(WORDS), rng.randint(1, 99)
+            s = f'{{"name": "{name}", "arguments": {{"q": "{q}", "k": {k}}}}}\n'
         elif kind < 0.95:
-            s = f"    def {rng.choice(WORDS)}_{rng.choice(WORDS)}(self, x: int) -> int:\n        return x * {rng.randint(2, 9)}\n"
+            fn, k = f"{rng.choice(WORDS)}_{rng.choice(WORDS)}", rng.randint(2, 9)
+            s = f"    def {fn}(self, x: int) -> int:\n        return x * {k}\n"
         else:
             s = rng.choice(["Café naïve résumé. ", "日本語の文章です。", "Emoji 😀 ok. ", "Ünïcödé test. "])
         out.append(s)
@@ -190,8 +192,10 @@ def main() -> None:
     text = tok.decode(ids, skip_special_tokens=True)
     for n_edits in (1, 10):
         rows.append(run_case(tok, "4k non-canonical (3% split)", ids, edit_text(rng, text, n_edits), n_edits))
-    print("| case | tokens | edits | engine ms | full re-encode ms | ratio full/engine | tokens changed "
-          "(engine / full) | sampled lost (engine / full) | engine lost outside windows | method |")
+    print(
+        "| case | tokens | edits | engine ms | full re-encode ms | ratio full/engine | tokens changed "
+        "(engine / full) | sampled lost (engine / full) | engine lost outside windows | method |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
         print(

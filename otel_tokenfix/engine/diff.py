@@ -9,8 +9,8 @@ the chunks that differ. Result: the list of changed regions, ``(a0, a1, b0, b1)`
 from __future__ import annotations
 
 import re
-from itertools import accumulate
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import Any
 
 from rapidfuzz.distance import Indel

@@ -430,7 +430,7 @@ def correct_text(
             if not doc.clean and _decode(tokenizer, out.ids, view) != edited_text:
                 continue
             if changed:
-                match_moved(ids, out.ids, changed, out.moved)
+                match_moved(ids, out.ids, changed, out.moved, cross_singles=False)
             return out.finish(method="splice" if step == 0 else "widened", text=edited_text)
     out = _reencode(table, tokenizer, ids, arr, edited_text, view)
     if _decode(tokenizer, out, view) != edited_text:

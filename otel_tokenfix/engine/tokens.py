@@ -28,10 +28,13 @@ def _as_ids(ids: Sequence[int], what: str) -> list[int]:
     return out
 
 
-def match_moved(a: Sequence[int], b: Sequence[int], regions: list[Region], src: Any) -> None:
+def match_moved(
+    a: Sequence[int], b: Sequence[int], regions: list[Region], src: Any, *, cross_singles: bool = True
+) -> None:
     """Fill ``src`` (indexed by positions of ``b``) for inserted runs that reappear from deleted runs.
 
-    A match counts if it is >= 2 ids long, or if it is a whole deleted run (e.g. one id moved)."""
+    A match counts if it is >= 2 ids long (from any region), or if it is a whole deleted run of one id
+    (from any region if ``cross_singles``, as for an explicit token reorder; else from its own region)."""
     deleted: list[int] = []
     seg_end: dict[int, int] = {}
     for a0, a1, _, _ in regions:
@@ -42,15 +45,16 @@ def match_moved(a: Sequence[int], b: Sequence[int], regions: list[Region], src: 
         return
     used: set[int] = set()
     grams: dict[tuple[int, int], list[int]] = {}
-    singles: dict[int, list[int]] = {}
-    for a0, a1, _, _ in regions:
+    singles: dict[tuple[int, int], list[int]] = {}
+    for r, (a0, a1, _, _) in enumerate(regions):
         if a1 - a0 == 1:
-            singles.setdefault(a[a0], []).append(a0)
+            singles.setdefault((a[a0], -1 if cross_singles else r), []).append(a0)
         for p in range(a0, a1 - 1):
             lst = grams.setdefault((a[p], a[p + 1]), [])
             if len(lst) < MAX_CANDIDATES:
                 lst.append(p)
-    for _, _, b0, b1 in regions:
+    for r, (_, _, b0, b1) in enumerate(regions):
+        key = -1 if cross_singles else r
         j = b0
         while j < b1:
             best_p, best_len = -1, 0
@@ -66,7 +70,7 @@ def match_moved(a: Sequence[int], b: Sequence[int], regions: list[Region], src: 
                         best_p, best_len = p, n
             if best_len < 2:
                 best_p, best_len = -1, 0
-                for p in singles.get(b[j], ()):
+                for p in singles.get((b[j], key), ()):
                     if p not in used and (j + 1 == b1 or b[j + 1] != b[j]):
                         best_p, best_len = p, 1
                         break

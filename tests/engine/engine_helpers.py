@@ -45,7 +45,9 @@ def assert_consistent(c: Correction, original: Sequence[int], logprobs: Sequence
             assert lp == (None if src is None else logprobs[src])
 
 
-def prefix_suffix_loss(tok, original: Sequence[int], c: Correction, edited: str, view: str = "content") -> tuple[int, int]:
+def prefix_suffix_loss(
+    tok, original: Sequence[int], c: Correction, edited: str, view: str = "content"
+) -> tuple[int, int]:
     """How many original tokens lying wholly inside the common byte prefix (resp. suffix) of the old and
     new text, not counting the last (first) ``slack`` tokens next to the change, were not kept in place."""
     table = get_table(tok)
