@@ -13,8 +13,10 @@ failures become counters, log lines and ``tokenfix.status=error`` on the span.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -98,11 +100,17 @@ class TokenFixSpanProcessor(SpanProcessor):
         self._shutdown = False
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
-        if timer_interval is not None and timer_interval > 0:
-            self._timer = threading.Thread(
-                target=self._run_timer, args=(float(timer_interval),), name="tokenfix-timer", daemon=True
-            )
-            self._timer.start()
+        self._timer_interval = float(timer_interval) if timer_interval else None
+        self._start_timer()
+        if hasattr(os, "register_at_fork"):
+            weak_reinit = weakref.WeakMethod(self._at_fork_reinit)
+
+            def after_in_child() -> None:
+                reinit = weak_reinit()
+                if reinit is not None:
+                    reinit()
+
+            os.register_at_fork(after_in_child=after_in_child)
         self._instruments = _register_metrics(meter_provider, self) if meter_provider is not None else None
 
     # --- SpanProcessor ------------------------------------------------------------------------------
@@ -195,6 +203,25 @@ class TokenFixSpanProcessor(SpanProcessor):
         except Exception:  # noqa: BLE001
             self._count("downstream_errors")
             logger.exception("tokenfix: downstream shutdown raised")
+
+    def _start_timer(self) -> None:
+        if self._timer_interval is not None and self._timer_interval > 0 and not self._shutdown:
+            self._timer = threading.Thread(
+                target=self._run_timer, args=(self._timer_interval,), name="tokenfix-timer", daemon=True
+            )
+            self._timer.start()
+
+    def _at_fork_reinit(self) -> None:
+        """In a forked child: the held spans belong to the parent (which forwards them), so forget them;
+        fresh locks (one may have been held at fork time) and a fresh timer thread."""
+        self._lock = threading.Lock()
+        a = self._assembly
+        self._assembly = TraceAssembly(
+            conventions=a.conventions, max_traces=a.max_traces, max_spans=a.max_spans,
+            hold_timeout=a.hold_timeout, root_grace=a.root_grace, clock=a.clock,
+        )
+        self._stop = threading.Event()
+        self._start_timer()
 
     # --- observability ------------------------------------------------------------------------------
     @property

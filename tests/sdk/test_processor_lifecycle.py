@@ -196,3 +196,56 @@ def test_metrics_when_meter_provider_given(qwen):
     assert points[("tokenfix.spans", (("outcome", "corrected"),))] == 1
     assert points[("tokenfix.spans", (("outcome", "passed"),))] == 1
     assert points[("tokenfix.held", (("kind", "spans"),))] == 0
+
+
+def test_remote_parent_makes_a_local_root(qwen):
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    p = make_pipeline({MODEL: qwen})
+    remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(1))
+    with p.tracer.start_as_current_span("server", context=trace.set_span_in_context(NonRecordingSpan(remote))):
+        with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, "Remote answer here.")):
+            pass
+        with p.tracer.start_as_current_span("step"):
+            record_edit("Remote answer.")
+        assert p.named("llm") == []
+    a = p.one("llm").attributes
+    assert a[cv.STATUS] == cv.STATUS_CORRECTED
+    assert qwen.decode(list(a[cv.RESPONSE_IDS]), skip_special_tokens=True) == "Remote answer."
+
+
+def test_on_start_and_on_ending_delegate(qwen):
+    seen = []
+
+    class Recording(SimpleSpanProcessor):
+        def on_start(self, span, parent_context=None):
+            seen.append(("start", span.name))
+
+        def _on_ending(self, span):
+            seen.append(("ending", span.name))
+
+    p = make_pipeline(downstream=Recording(InMemorySpanExporter()))
+    with p.tracer.start_as_current_span("x"):
+        pass
+    assert seen == [("start", "x"), ("ending", "x")]
+
+
+def test_forked_child_forgets_the_parents_held_spans(qwen):
+    import os
+
+    p = make_pipeline({MODEL: qwen}, root_grace=60, timer_interval=0.05)
+    with p.tracer.start_as_current_span("root-llm", attributes=attrs(qwen, "Held in the parent.")):
+        pass
+    assert p.processor.stats["held_spans"] == 1
+    pid = os.fork()
+    if pid == 0:  # child: nothing held, timer running, the parent's span is not forwarded again here
+        ok = p.processor.stats["held_spans"] == 0 and p.processor._timer.is_alive()
+        p.processor.force_flush()
+        ok = ok and p.named("root-llm") == []
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert p.processor.stats["held_spans"] == 1
+    p.provider.shutdown()
+    assert len(p.named("root-llm")) == 1
