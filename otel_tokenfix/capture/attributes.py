@@ -11,6 +11,7 @@ correction then decodes the ids instead).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +47,10 @@ CHOICE_INDEX = "tokenfix.choice.index"
 TOOL_REPLY_CONTENT = "tokenfix.capture.content"
 PROMPT_IDS = conv.PROMPT_IDS
 RESPONSE_IDS = conv.RESPONSE_IDS
-LOGPROBS = conv.LOGPROBS
+#: Sampled logprobs, as a compact JSON string ``[{"logprob": x}, ...]``: the key (and shape, a subset of
+#: OpenAI's ``logprobs.content``) that conventions.read_logprobs and agent-lightning read. The corrected
+#: copy of a span carries the corrected ones under ``tokenfix.response.logprobs``.
+LOGPROBS_CONTENT = "logprobs.content"
 
 #: ``tokenfix.capture.status`` values.
 STATUS_OK = "ok"
@@ -209,8 +213,9 @@ def response_attributes(
         attrs[PROMPT_IDS] = tuple(prompt_ids)
     if choice.token_ids is not None:
         attrs[RESPONSE_IDS] = tuple(choice.token_ids)
-        if choice.logprobs is not None and len(choice.logprobs) == len(choice.token_ids):
-            attrs[LOGPROBS] = tuple(choice.logprobs)
+        lps = choice.logprobs
+        if lps is not None and len(lps) == len(choice.token_ids) and all(math.isfinite(x) for x in lps):
+            attrs[LOGPROBS_CONTENT] = logprobs_json(choice.logprobs)
         if opts.agentlightning_keys and prompt_ids is not None:
             attrs["prompt_token_ids"] = tuple(prompt_ids)
             attrs["response_token_ids"] = tuple(choice.token_ids)
@@ -233,6 +238,10 @@ def response_attributes(
     if reason:
         attrs[CAPTURE_REASON] = reason
     return attrs
+
+
+def logprobs_json(values: list[float]) -> str:
+    return "[" + ",".join('{"logprob":' + repr(float(v)) + "}" for v in values) + "]"
 
 
 def choice_response_id(response_id: str, index: int) -> str:

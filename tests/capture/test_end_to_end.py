@@ -68,8 +68,8 @@ def assert_corrected(rec, gen, prompt_ids, edited, qwen, reward=None):
     assert 0 in rec.provenance  # something was inserted or re-tokenized at the edit
     k = common_prefix(rec.response_ids, gen.token_ids)
     assert all(p == 1 for p in rec.provenance[:k])
-    if rec.log_probs is not None and k:
-        assert rec.log_probs[:k] == pytest.approx(gen.logprobs[:k])
+    assert rec.log_probs is not None and len(rec.log_probs) == len(rec.response_ids)
+    assert rec.log_probs[:k] == pytest.approx(gen.logprobs[:k])  # the sampled prefix keeps its logprobs
     assert rec.reward == reward
     assert rec.metadata["status"] in ("corrected", "fallback") and rec.metadata["edits"] == 1
 
