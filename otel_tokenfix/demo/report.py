@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..inspect.model import call_view
-from ..inspect.terminal import STYLES, legend, response_text
+from ..inspect.terminal import COUNT_STYLES, legend, response_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .agent import CallLog
@@ -35,7 +35,7 @@ def calls_table(logs: Sequence[CallLog], checks: Sequence[CallCheck]) -> Table:
     table.add_column("step")
     table.add_column("edits", justify="right")
     for kind in ("sampled", "shifted", "inserted", "removed"):
-        table.add_column(kind, justify="right", style=STYLES[kind][0])
+        table.add_column(kind, justify="right", style=COUNT_STYLES[kind])
     table.add_column("re-encode", justify="right", style="magenta")
     table.add_column("exact", justify="center")
     for i, (log, chk) in enumerate(zip(logs, checks, strict=True)):

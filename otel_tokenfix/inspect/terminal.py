@@ -25,6 +25,8 @@ STYLES: dict[str, tuple[str, str]] = {
 }
 #: wdiff-style markers used when the console has no colour (pipes, NO_COLOR): removed [-..-], inserted {+..+}.
 MARKERS = {"removed": ("[-", "-]"), "inserted": ("{+", "+}")}
+#: styles of the count columns (a struck-through number would read as "not counted").
+COUNT_STYLES = {kind: STYLES[kind][0].replace(" strike", "") for kind in STYLES}
 LABELS = {"sampled": "sampled", "shifted": "shifted", "inserted": "inserted", "removed": "removed"}
 
 
@@ -50,7 +52,7 @@ def summary_table(summary: Summary, calls: Sequence[CallView], limit: int = 0) -
     table.add_column("status")
     table.add_column("edits", justify="right")
     for kind in KINDS:
-        table.add_column(kind, justify="right", style=STYLES[kind][0], no_wrap=True)
+        table.add_column(kind, justify="right", style=COUNT_STYLES[kind], no_wrap=True)
     table.add_column("reward", justify="right")
     table.add_column("continuation", overflow="fold")
     shown = calls if limit <= 0 else calls[:limit]
