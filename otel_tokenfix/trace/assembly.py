@@ -12,7 +12,8 @@ The rules:
   held ``root_grace`` seconds more, so an edit from a *later* trace naming its span id or response id
   still reaches it: edits with an explicit target held in another trace are routed there (the carrier
   joins that trace's ``foreign`` spans and the edit is noted ``routed`` in its own trace);
-- bounds: at most ``max_traces`` traces and ``max_spans`` held spans; a trace held longer than
+- bounds: at most ``max_traces`` traces and ``max_spans`` held spans (spans kept only for their edit
+  events count too, so an agent editing in a loop under a root that never ends stays bounded); a trace held longer than
   ``hold_timeout`` seconds without its root ending is released; such early releases have
   ``correct=False`` (forward uncorrected, marked with the reason) — spans are never dropped;
 - an edit whose target was already released is *late*: counted, noted ``late``, reported in
@@ -140,6 +141,8 @@ class TraceAssembly:
         self._released_responses: OrderedDict[str, str] = OrderedDict()
         self._released_traces: OrderedDict[int, str] = OrderedDict()
         self.held_spans = 0
+        #: spans kept only for their edit events (context, routed carriers): they count against max_spans too
+        self.context_spans = 0
         self.late_edits = 0
         self.routed_edits = 0
         self.recent_late: deque[LateEdit] = deque(maxlen=100)
@@ -174,6 +177,7 @@ class TraceAssembly:
         elif self._remember(span):
             entry = entry or self._new_entry(span.trace_id, now)
             entry.context.append(span)
+            self.context_spans += 1
         if span.is_local_root and entry is not None and not entry.root_ended:
             entry.root_ended = True
             if held and self.root_grace > 0:
@@ -242,6 +246,7 @@ class TraceAssembly:
                     if target_trace not in routed_to:
                         routed_to.add(target_trace)
                         self._traces[target_trace].foreign.append(span)
+                        self.context_spans += 1
                 elif target_trace is None:
                     gone = None
                     if edit.target_span_id is not None:
@@ -273,6 +278,7 @@ class TraceAssembly:
     def _finish(self, entry: _Trace, reason: str, *, complete: bool, correct: bool) -> list[Release]:
         self._traces.pop(entry.trace_id, None)
         self.held_spans -= len(entry.held)
+        self.context_spans -= len(entry.context) + len(entry.foreign)
         for span in entry.held:
             self._by_span.pop(span.span_id, None)
             self._remember_lru(self._released_spans, span.span_id, reason)
@@ -338,9 +344,9 @@ class TraceAssembly:
         while len(self._traces) > self.max_traces:
             entry = next(iter(self._traces.values()))
             releases.extend(self._finish(entry, REASON_MAX_TRACES, complete=entry.root_ended, correct=entry.root_ended))
-        while self.held_spans > self.max_spans:
-            entry = next((t for t in self._traces.values() if t.held), None)
-            if entry is None:  # pragma: no cover - held_spans counts only entries' held spans
+        while self.held_spans + self.context_spans > self.max_spans:
+            entry = next((t for t in self._traces.values() if t.held or t.context or t.foreign), None)
+            if entry is None:  # pragma: no cover - the counters count only entries' spans
                 break
             releases.extend(self._finish(entry, REASON_MAX_SPANS, complete=entry.root_ended, correct=entry.root_ended))
         return releases
