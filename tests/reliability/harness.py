@@ -701,6 +701,7 @@ def run_flood(
     max_spans: int = 1024,
     max_traces: int = 256,
     edit_spans: int = 0,
+    edit_chars: int = 20_000,
 ) -> tuple[list[tuple[str, str]], bool]:
     """Each trace: a root that is started and never ended, one ended LLM span (``response_tokens`` ids)
     and ``edit_spans`` ended child spans carrying an edit. Returns (figures, ok): the processor's held
@@ -720,8 +721,10 @@ def run_flood(
     tp.add_span_processor(proc)
     tracer = tp.get_tracer("reliability.flood")
     rng = random.Random(5)
-    ids = [rng.randrange(1000, 150000) for _ in range(response_tokens)]
-    text = tokenizer.decode(ids)
+    base_ids = [rng.randrange(1000, 150000) for _ in range(response_tokens)]
+    base_text = tokenizer.decode(base_ids)
+    ids, text = base_ids, base_text
+    edit_text = (base_text * (edit_chars // max(1, len(base_text)) + 1))[:edit_chars]
     ended: list[tuple[int, int]] = []
     gc.collect()
     rss0 = rss_mb()
@@ -729,6 +732,9 @@ def run_flood(
     for i in range(traces):
         root = tracer.start_span("agent.run")  # never ended: the agent crashed or hangs
         ctx = otel_trace.set_span_in_context(root)
+        # fresh objects per span (as a real agent's would be), so holding them costs real memory
+        ids = [x ^ (i & 7) for x in base_ids]
+        text = f"{i} {base_text}"
         llm = tracer.start_span(
             "chat",
             context=ctx,
@@ -741,11 +747,17 @@ def run_flood(
         )
         llm.end()
         ended.append((llm.get_span_context().trace_id, llm.get_span_context().span_id))
-        for _ in range(edit_spans):
+        for j in range(edit_spans):
             s = tracer.start_span("agent.step", context=ctx)
-            s.add_event(EDIT_EVENT, {"tokenfix.edit.text": text + " edited"})
+            # targets a span that never comes: cheap for the corrector, but the carrier must be remembered
+            s.add_event(
+                EDIT_EVENT,
+                {"tokenfix.edit.text": f"{j} {edit_text}", "tokenfix.edit.target.span_id": "00000000deadbeef"},
+            )
             s.end()
             ended.append((s.get_span_context().trace_id, s.get_span_context().span_id))
+            if j % 1000 == 999:
+                peak = max(peak, rss_mb())
         del root, ctx, llm
         if i % 1000 == 0:
             peak = max(peak, rss_mb())
@@ -755,7 +767,7 @@ def run_flood(
     acc = account(ended, down.received)
     # what holding every LLM span would have cost (attribute tuples of python ints; lower bound)
     per_span_mb = (response_tokens * 2 * 8 + response_tokens * 28 + len(text) * 2) / 2**20
-    unbounded_mb = per_span_mb * traces
+    unbounded_mb = per_span_mb * traces + edit_spans * traces * edit_chars / 2**20
     bounded_mb = per_span_mb * max_spans
     growth = peak - rss0
     ok = acc.exact and growth < max(64.0, 4 * bounded_mb) and growth < unbounded_mb / 3
