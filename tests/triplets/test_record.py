@@ -92,7 +92,7 @@ def test_record_json_roundtrip_and_schema():
 def test_unchanged_call_has_no_original_and_schema_holds_without_optionals():
     (rec,) = build_records(
         [_call(status="unchanged", edits=0, provenance=[1] * 4, source_index=None, log_probs=None,
-               rollout_id=None, attempt_id=None, text=None)],
+               original_ids=[4, 5, 6, 7], rollout_id=None, attempt_id=None, text=None)],
         options=TripletOptions(mask="sampled"),
     )
     d = rec.to_dict()
