@@ -2,7 +2,8 @@
 
 Why: correction needs the sampled ids on each LLM span, and most agents call a vLLM (or another
 OpenAI-compatible) server through the official client while the common instrumentations record text
-and counts only. One call wraps ``chat.completions.create`` and ``completions.create`` (sync and async):
+and counts only. One call wraps ``chat.completions.create``/``parse`` and ``completions.create`` (sync
+and async):
 globally on the classes (``client=None``) or on one client instance. Idempotent; ``uninstrument_openai``
 restores. The wrapper never raises into user code; the user's API errors propagate unchanged.
 """
@@ -24,13 +25,16 @@ from .run import CallRun, CaptureOptions
 
 _LOG = logging.getLogger("otel_tokenfix.capture")
 
-#: (module, class, operation, async?) of every method we wrap.
+#: (module, class, operation, async?) of every resource we wrap, and the methods wrapped on it.
 _TARGETS: tuple[tuple[str, str, str, bool], ...] = (
     ("openai.resources.chat.completions", "Completions", CHAT, False),
     ("openai.resources.chat.completions", "AsyncCompletions", CHAT, True),
     ("openai.resources.completions", "Completions", TEXT_COMPLETION, False),
     ("openai.resources.completions", "AsyncCompletions", TEXT_COMPLETION, True),
 )
+#: ``create`` everywhere; chat's ``parse`` (structured outputs) posts on its own, so it is wrapped too.
+#: (``chat.completions.stream()`` goes through ``create``.)
+_METHODS: dict[str, tuple[str, ...]] = {CHAT: ("create", "parse"), TEXT_COMPLETION: ("create",)}
 
 #: Set while a captured call runs: a nested wrapped call (instance over class patch, raw-response
 #: wrappers) passes straight through, so one call gives one span.
@@ -51,7 +55,7 @@ class _Holder:
 @dataclass
 class _Registry:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    classes: dict[type, tuple[Any, Callable[..., Any], _Holder]] = field(default_factory=dict)
+    classes: dict[tuple[type, str], tuple[Any, Callable[..., Any], _Holder]] = field(default_factory=dict)
     instances: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
 
@@ -175,19 +179,20 @@ def instrument_openai(
 def _instrument_classes(opts: CaptureOptions) -> None:
     with _REG.lock:
         for cls, operation, is_async in _classes():
-            entry = _REG.classes.get(cls)
-            current = cls.__dict__.get("create")
-            if entry is not None and (current is entry[1] or _holder_in_chain(current, entry[2])):
-                entry[2].opts = opts
-                entry[2].active = True
-                continue
-            original = _unwrapped(current) if current is not None else None
-            if original is None:
-                continue
-            holder = _Holder(opts, operation)
-            wrapper = _make_wrapper(original, holder, is_async)
-            cls.create = wrapper
-            _REG.classes[cls] = (original, wrapper, holder)
+            for method in _METHODS[operation]:
+                entry = _REG.classes.get((cls, method))
+                current = cls.__dict__.get(method)
+                if entry is not None and (current is entry[1] or _holder_in_chain(current, entry[2])):
+                    entry[2].opts = opts
+                    entry[2].active = True
+                    continue
+                original = _unwrapped(current) if current is not None else None
+                if original is None:
+                    continue
+                holder = _Holder(opts, operation)
+                wrapper = _make_wrapper(original, holder, is_async)
+                setattr(cls, method, wrapper)
+                _REG.classes[(cls, method)] = (original, wrapper, holder)
 
 
 def _holder_in_chain(func: Any, holder: _Holder) -> bool:
@@ -225,12 +230,15 @@ def _instrument_client(client: Any, opts: CaptureOptions) -> None:
             return
         holders = []
         for resource, operation, is_async in _resources(client):
-            # below our own class patch (if any), so a patched instance is captured once
-            original = _unwrapped(type(resource).create)
-            holder = _Holder(opts, operation)
-            call = functools.partial(original, resource)
-            resource.create = _make_wrapper(call, holder, is_async, bound_resource=resource)
-            holders.append(holder)
+            for method in _METHODS[operation]:
+                found = getattr(type(resource), method, None)
+                if found is None:
+                    continue
+                # below our own class patch (if any), so a patched instance is captured once
+                holder = _Holder(opts, operation)
+                call = functools.partial(_unwrapped(found), resource)
+                setattr(resource, method, _make_wrapper(call, holder, is_async, bound_resource=resource))
+                holders.append(holder)
         _REG.instances[client] = holders
 
 
@@ -242,18 +250,19 @@ def uninstrument_openai(client: Any = None) -> None:
     try:
         with _REG.lock:
             if client is None:
-                for cls, (original, wrapper, holder) in list(_REG.classes.items()):
+                for (cls, method), (original, wrapper, holder) in list(_REG.classes.items()):
                     holder.active = False
-                    if cls.__dict__.get("create") is wrapper:
-                        cls.create = original
-                        del _REG.classes[cls]
+                    if cls.__dict__.get(method) is wrapper:
+                        setattr(cls, method, original)
+                        del _REG.classes[(cls, method)]
                 return
             holders = _REG.instances.pop(client, None) or []
             for holder in holders:
                 holder.active = False
-            for resource, _, _ in _resources(client):
-                if getattr(resource.__dict__.get("create"), _MARK, None) is not None:
-                    del resource.create
+            for resource, operation, _ in _resources(client):
+                for method in _METHODS[operation]:
+                    if getattr(resource.__dict__.get(method), _MARK, None) is not None:
+                        delattr(resource, method)
     except Exception:  # noqa: BLE001
         _LOG.warning("otel_tokenfix: uninstrument_openai failed", exc_info=True)
 

@@ -545,3 +545,23 @@ def test_unreadable_chunks_do_not_break_the_stream(serve, tracing, monkeypatch):
         model=server.model, messages=MSGS, stream=True) if c.choices)
     assert text == "still fine"
     assert only_span(tracing).attributes["tokenfix.capture.status"] == "unsupported_response"
+
+
+def test_structured_output_parse_is_captured_sync_and_async(serve, tracing, no_global_patch):
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+
+    server = serve(['{"city": "Paris"}', '{"city": "Lyon"}'])
+    instrument_openai(tracer_provider=tracing.provider)  # the global patch covers parse too
+    client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+    parsed = client.chat.completions.parse(model=server.model, messages=MSGS, response_format=City)
+    assert parsed.choices[0].message.parsed == City(city="Paris")
+    aclient = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+    got = asyncio.run(aclient.chat.completions.parse(model=server.model, messages=MSGS, response_format=City))
+    assert got.choices[0].message.parsed == City(city="Lyon")
+    one, two = tracing.llm_spans()
+    assert_captured(one, server, '{"city": "Paris"}', index=0)
+    assert_captured(two, server, '{"city": "Lyon"}', index=1)
+    assert server.requests[0]["body"]["return_token_ids"] is True
