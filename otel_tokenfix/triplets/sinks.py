@@ -73,20 +73,36 @@ class CallableSink:
 
 
 class JsonlSink:
-    """Appends one JSON line per record; one ``os.write`` per trace; optional ``fsync`` per trace."""
+    """Appends one JSON line per record; one ``os.write`` per trace; optional ``fsync`` per trace.
+
+    If the file is renamed or deleted (log rotation), the next write reopens the path.
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.path = os.fspath(path)
         self.fsync = fsync
         self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None
         self._lock = threading.Lock()
 
     def _open(self) -> int:
+        if self._fd is not None and not self._same_file():
+            os.close(self._fd)
+            self._fd = None
         if self._fd is None:
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            st = os.fstat(self._fd)
+            self._ident = (st.st_dev, st.st_ino)
         return self._fd
+
+    def _same_file(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self._ident
 
     def write(self, records: Sequence[TripletRecord]) -> None:
         if not records:

@@ -45,6 +45,19 @@ def test_jsonl_lines_roundtrip(tmp_path):
     assert [TripletRecord.from_json(x) for x in lines] == [rec(1), rec(2), rec(3)]
 
 
+def test_jsonl_reopens_after_rotation(tmp_path):
+    path = tmp_path / "t.jsonl"
+    s = JsonlSink(path)
+    s.write([rec(1)])
+    path.rename(tmp_path / "t.jsonl.1")  # logrotate
+    s.write([rec(2)])
+    path.unlink()  # deleted under us
+    s.write([rec(3)])
+    s.close()
+    assert [TripletRecord.from_json(x) for x in (tmp_path / "t.jsonl.1").read_text().splitlines()] == [rec(1)]
+    assert [TripletRecord.from_json(x) for x in path.read_text().splitlines()] == [rec(3)]
+
+
 WRITER = textwrap.dedent(
     """
     import sys
