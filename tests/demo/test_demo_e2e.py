@@ -120,3 +120,20 @@ def test_report_tells_the_story(demo):
     assert str(result.triplets_path) in out
     assert "otel-tokenfix inspect" in out
     assert result.html_path is not None and result.html_path.exists()
+
+
+def test_readme_shows_what_the_demo_prints(demo):
+    """The table in the README's demo section is this run's numbers (update the README if this fails)."""
+    import re
+
+    result, _ = demo
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- demo-output -->", 1)[1].split("```", 2)[1]
+    rows = [line.split() for line in block.splitlines() if re.match(r"\s+\d+ (search|answer) ", line)]
+    assert len(rows) == len(result.checks) == 2
+    for row, log, chk in zip(rows, result.agent.calls, result.checks, strict=True):
+        expected = [log.step, len(log.edits), chk.sampled, chk.shifted, chk.inserted, chk.removed, chk.retok_no_origin]
+        assert row[1:8] == [str(x) for x in expected]
+        assert row[8] == ("yes" if chk.exact and chk.provenance_ok else "NO")
+    assert "call 0 -> call 1: holds" in block
+    assert result.records[0]["metadata"]["continuation"]["holds"] is True
