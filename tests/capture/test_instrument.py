@@ -565,3 +565,56 @@ def test_structured_output_parse_is_captured_sync_and_async(serve, tracing, no_g
     assert_captured(one, server, '{"city": "Paris"}', index=0)
     assert_captured(two, server, '{"city": "Lyon"}', index=1)
     assert server.requests[0]["body"]["return_token_ids"] is True
+
+
+def _wrap_class_like_openllmetry(tracer):
+    """A hand-made 'other instrumentation' that wraps Completions.create on the class, as wrapt-based ones do."""
+    cls = openai.resources.chat.completions.Completions
+    inner = cls.__dict__["create"]
+
+    def create(self, *args, **kwargs):
+        with tracer.start_as_current_span("openai.chat", kind=SpanKind.CLIENT, attributes={"gen_ai.system": "openai"}):
+            return inner(self, *args, **kwargs)
+
+    create.__wrapped__ = inner
+    cls.create = create
+    return cls, inner
+
+
+def test_instrumented_before_another_class_wrapper_gives_one_span(serve, tracing, no_global_patch):
+    server = serve(["one", "two"])
+    original = openai.resources.chat.completions.Completions.create
+    instrument_openai(tracer_provider=tracing.provider)
+    cls, ours = _wrap_class_like_openllmetry(tracing.tracer)
+    try:
+        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        client.chat.completions.create(model=server.model, messages=MSGS)
+        (span,) = tracing.exporter.get_finished_spans()
+        assert span.name == "openai.chat"
+        assert list(span.attributes["tokenfix.response.token_ids"]) == server.generations[0].token_ids
+        # uninstrumenting while the other wrapper sits on top: ours becomes a pass-through
+        uninstrument_openai()
+        client.chat.completions.create(model=server.model, messages=MSGS)
+        assert "return_token_ids" not in server.requests[1]["body"]
+        assert "tokenfix.response.token_ids" not in tracing.exporter.get_finished_spans()[1].attributes
+        assert getattr(ours, "__wrapped__", None) is original  # the other wrapper sits on ours
+    finally:
+        cls.create = original
+
+
+def test_instrumented_after_another_class_wrapper_nests_but_only_ours_has_ids(serve, tracing, no_global_patch):
+    server = serve(["one"])
+    original = openai.resources.chat.completions.Completions.create
+    cls, _ = _wrap_class_like_openllmetry(tracing.tracer)
+    theirs = cls.__dict__["create"]
+    try:
+        instrument_openai(tracer_provider=tracing.provider)
+        client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+        client.chat.completions.create(model=server.model, messages=MSGS)
+        spans = tracing.exporter.get_finished_spans()
+        assert sorted(s.name for s in spans) == [f"chat {server.model}", "openai.chat"]
+        assert [s.name for s in spans if "tokenfix.response.token_ids" in s.attributes] == [f"chat {server.model}"]
+        uninstrument_openai()
+        assert cls.__dict__["create"] is theirs  # restored to what was there before us
+    finally:
+        cls.create = original
