@@ -284,7 +284,8 @@ class TokenFixSpanProcessor(SpanProcessor):
                 "corrected": sum(1 for c in correction.calls if c.corrected),
                 "fallback": correction.count(cv.STATUS_FALLBACK),
                 "unchanged": correction.count(cv.STATUS_UNCHANGED),
-                "errors": correction.errors,
+                # an early release marks its spans error too, but those are counted as released_early
+                "errors": correction.errors if release.correct else len(correction.issues),
             }
             for name, n in counts.items():
                 self._count(name, n)
