@@ -141,7 +141,6 @@ def main(argv: list[str] | None = None) -> dict:
         t, n = time_exporter(raw, tok, os.path.join(tmp, "alone.jsonl"), 0.0)
         assert n == calls
         results["alone"].append(t)
-        # behind the processor the root comes before its corrected LLM spans: the default grace covers it
         t, n = time_exporter(corrected, None, os.path.join(tmp, "behind.jsonl"), None)
         assert n == calls
         results["behind"].append(t)

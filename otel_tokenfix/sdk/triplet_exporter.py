@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "OTEL_TOKENFIX_TRIPLETS_"
 DEFAULT_PATH = "tokenfix-triplets.jsonl"
-#: longer than BatchSpanProcessor's 5 s schedule delay (see the class docstring)
-DEFAULT_ROOT_GRACE = 6.0
+#: in-process, a trace's spans end (and are exported) before its local root: no grace needed by default
+DEFAULT_ROOT_GRACE = 0.0
 
 
 @dataclass
@@ -102,9 +102,9 @@ class TripletExporter(SpanExporter):
     processor (needed only when the exporter applies edits itself); ``None`` reads the shared
     ``OTEL_TOKENFIX_*`` settings. ``options``: mask policy, trajectory mode, final reward (``None``
     reads ``OTEL_TOKENFIX_TRIPLETS_*``). ``root_grace``: seconds a trace stays open after its local
-    root arrived, for spans that come after it (default 6 s, ``OTEL_TOKENFIX_TRIPLETS_ROOT_GRACE``:
-    behind ``TokenFixSpanProcessor`` the corrected LLM spans are forwarded right after the root and a
-    ``BatchSpanProcessor`` may cut a batch between them; spans of other processes also arrive late).
+    root arrived, for spans that end after it (fire-and-forget tasks) or when batches are reordered
+    (default 0, ``OTEL_TOKENFIX_TRIPLETS_ROOT_GRACE``; spans arriving after their trace left are counted
+    in ``stats.late_spans``, logged, and written later marked incomplete — never dropped).
     ``hold_timeout``: a trace whose root never arrives is released after that long, marked incomplete
     (default ``OTEL_TOKENFIX_HOLD_TIMEOUT`` or 300 s). A daemon timer releases traces between exports
     (``timer=False`` to drive :meth:`tick` yourself). ``provider.force_flush()`` does not reach an

@@ -45,9 +45,7 @@ def alone_records(qwen, spans):
 
 
 def warm(qwen):
-    """Build the engine's per-tokenizer table before the run: the processor forwards a trace's root
-    *before* correcting and forwarding its LLM spans, so a cold first correction (seconds) could outlast
-    the exporter's root grace (see the exporter docstring and the report on processor ordering)."""
+    """Build the engine's per-tokenizer table before the run (the first correction takes seconds)."""
     from otel_tokenfix.engine import correct_text
 
     correct_text(qwen, enc(qwen, "warm up"), "warmed up")
@@ -63,7 +61,8 @@ def test_behind_the_processor_reads_corrected_spans_back(qwen):
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("t")
     runs = [run_agent(tracer, qwen) for _ in range(3)]
-    # the exporter's root grace covers the corrected LLM spans the processor forwards after the root
+    # the processor forwards a trace's corrected LLM spans before its root: no grace is needed
+    assert exporter.assembly.root_grace == 0
     deadline = time.monotonic() + 30
     while len(sink.records) < 9 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -94,7 +93,7 @@ def test_same_records_behind_the_processor_and_alone(qwen):
         run_agent(tracer, qwen)
     provider.shutdown()
     behind = MemorySink()
-    # the processor forwards each root before its corrected LLM spans: the root grace keeps the trace open
+    # the processor forwards each trace's corrected LLM spans before its root: one batch, root last
     ex = TripletExporter(behind, tokenizers=None, timer=False, env={})
     ex.export(list(corrected.get_finished_spans()))
     ex.shutdown()
