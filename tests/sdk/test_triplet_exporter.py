@@ -377,3 +377,66 @@ def test_late_spans_are_counted_and_still_exported(qwen, caplog):
     ex.shutdown()  # the late spans are not lost: released at shutdown, marked incomplete
     assert [int(r.span_id, 16) for r in sink.records] == run.span_ids
     assert all(r.metadata["complete"] is False for r in sink.records)
+
+
+def test_every_tokenizer_single_turn_edit(any_tokenizer):
+    tok = any_tokenizer
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    answer, edited = "The answer is 42, as far as I know.", "The answer is 43, as far as I know!"
+    sampled = tok.encode(answer, add_special_tokens=False)
+    mem = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(mem))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("agent.run"):
+        attrs = {"prompt_token_ids": [1, 2, 3], "response_token_ids": sampled, "gen_ai.request.model": "m"}
+        with tracer.start_as_current_span("openai.chat.completion", attributes=attrs):
+            pass
+        with tracer.start_as_current_span("agent.step") as step:
+            step.add_event("text.edited", {"tokenfix.edit.text": edited})
+    provider.shutdown()
+    sink = MemorySink()
+    ex = TripletExporter(sink, tokenizers={"m": tok}, timer=False, root_grace=0)
+    ex.export(list(mem.get_finished_spans()))
+    (rec,) = sink.records
+    assert rec.metadata["status"] in ("corrected", "fallback")
+    assert tok.decode(rec.response_ids, skip_special_tokens=True) == edited
+    kept = [s for s in rec.source_index if s is not None]
+    assert kept and all(rec.response_ids[i] == sampled[s] for i, s in enumerate(rec.source_index) if s is not None)
+    assert rec.mask == [0 if p == 0 else 1 for p in rec.provenance]
+    check_schema([rec])
+    ex.shutdown()
+
+
+def test_many_agent_threads_behind_batch_processor(qwen, tmp_path):
+    import threading
+
+    path = tmp_path / "t.jsonl"
+    exporter = TripletExporter(str(path), tokenizers=qwen, env={})
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_export_batch_size=64, schedule_delay_millis=50))
+    tracer = provider.get_tracer("t")
+    runs, lock = [], threading.Lock()
+
+    def agent():
+        for _ in range(3):
+            r = run_agent(tracer, qwen)
+            with lock:
+                runs.append(r)
+
+    threads = [threading.Thread(target=agent) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    provider.shutdown()
+    lines = path.read_text().splitlines()
+    records = [TripletRecord.from_json(x) for x in lines]
+    assert len(records) == 8 * 3 * 3 and exporter.stats.late_spans == 0
+    # each trace's lines are contiguous and in call order (one write per trace)
+    for k in range(0, len(records), 3):
+        chunk = records[k : k + 3]
+        assert len({r.trace_id for r in chunk}) == 1 and [r.index for r in chunk] == [0, 1, 2]
+    for run in runs:
+        check_run([r for r in records if r.trace_id == format(run.trace_id, "032x")], run, qwen)
