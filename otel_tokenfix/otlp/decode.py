@@ -53,42 +53,54 @@ def any_value(value: AnyValue) -> Any:
 class LazyAttributes(Mapping[str, Any]):
     """A read-only mapping over a repeated ``KeyValue``; values converted on first access.
 
-    Duplicate keys (allowed on the wire, not in the SDK): the last one wins, as in the SDK.
+    The key index is built at once (``in`` checks are the hot path of the assembly); values are
+    converted when read. Duplicate keys (allowed on the wire, not in the SDK): the last one wins.
     """
 
-    __slots__ = ("_kvs", "_index", "_cache")
+    __slots__ = ("_index", "_cache")
 
     def __init__(self, kvs: Any) -> None:
-        self._kvs = kvs
-        self._index: dict[str, AnyValue] | None = None
+        self._index: dict[str, AnyValue] = {kv.key: kv.value for kv in kvs}
         self._cache: dict[str, Any] = {}
 
-    def _idx(self) -> dict[str, AnyValue]:
-        if self._index is None:
-            self._index = {kv.key: kv.value for kv in self._kvs}
-        return self._index
-
     def __getitem__(self, key: str) -> Any:
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
-        raw = self._idx()[key]
-        value = any_value(raw)
-        self._cache[key] = value
+        cache = self._cache
+        if key in cache:
+            return cache[key]
+        value = any_value(self._index[key])
+        cache[key] = value
         return value
 
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self._cache:
+            return self._cache[key]
+        if key not in self._index:
+            return default
+        return self[key]
+
     def __contains__(self, key: object) -> bool:
-        return key in self._idx()
+        return key in self._index
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._idx())
+        return iter(self._index)
 
     def __len__(self) -> int:
-        return len(self._idx())
+        return len(self._index)
+
+    def keys(self) -> Any:
+        return self._index.keys()
+
+    def items(self) -> Any:
+        return [(k, self[k]) for k in self._index]
+
+    def values(self) -> Any:
+        return [self[k] for k in self._index]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
 
     def __repr__(self) -> str:
-        return f"LazyAttributes({dict(self)!r})"
+        return f"LazyAttributes({dict(self.items())!r})"
 
 
 def attributes(kvs: Any) -> dict[str, Any]:

@@ -55,6 +55,15 @@ class ServiceStats:
     held_traces: int = 0
 
 
+_REWARD_KEYS = (cv.AGL_REWARD_PREFIX + ".0.value", cv.LEGACY_REWARD_KEY, *cv.AGENTOPS_OUTPUT_KEYS)
+
+
+def _may_carry_reward(span: SpanView) -> bool:
+    """Cheap pre-check (a few key lookups) before reading primary rewards, which converts every value."""
+    attrs = span.attributes
+    return any(k in attrs for k in _REWARD_KEYS)
+
+
 class ServiceUnavailable(Exception):
     """The request cannot be accepted now (e.g. the spool cannot make it durable): the sender retries."""
 
@@ -258,8 +267,10 @@ class Pipeline:
     def _records(self, release: Release) -> tuple[list[TripletRecord], Any]:
         spans = release.all_spans
         tc = correct_release(release, self.tokenizers, conventions=self.conventions)
-        records = build_triplets(tc, spans, self.options.triplets, complete=release.complete,
-                                 release_reason=release.reason)
+        records: list[TripletRecord] = []
+        if tc.calls:  # records are per LLM call: a trace without one has none (skip reading its rewards)
+            records = build_triplets(tc, spans, self.options.triplets, complete=release.complete,
+                                     release_reason=release.reason)
         if self.record_filter is not None:
             records = [r for r in records if self.record_filter(r)]
         st = self.stats
@@ -278,9 +289,8 @@ class Pipeline:
                 st.errors += 1
             else:
                 st.unchanged += 1
-        if not tc.calls:
-            orphans = rewards_from_spans(spans, self.conventions)
-            st.orphan_rewards += len(orphans)
+        if not tc.calls and any(_may_carry_reward(s) for s in spans):
+            st.orphan_rewards += len(rewards_from_spans(spans, self.conventions))
         st.triplets += len(records)
         return records, tc.overlays
 

@@ -70,8 +70,21 @@ def load_tokenizers(specs: Mapping[str, str]) -> dict[str, Any]:
         key = os.path.realpath(path)
         if key not in cache:
             cache[key] = load_tokenizer(path)
+            warm_up(cache[key])
         out[model] = cache[key]
     return out
+
+
+def warm_up(tokenizer: Any) -> None:
+    """Run one tiny correction so the engine's per-tokenizer table (seconds for a 150k vocabulary) is
+    built before the service says it is ready, not on the first trace."""
+    from ..engine import correct_text
+
+    try:
+        ids = tokenizer.encode("The capital is Lyon.", add_special_tokens=False)
+        correct_text(tokenizer, ids, "The capital is Paris.")
+    except Exception as exc:  # noqa: BLE001 - a tokenizer the engine rejects is reported per span later
+        log.warning("tokenizer warm-up failed: %s", exc)
 
 
 @dataclass
