@@ -91,8 +91,9 @@ def build_records(
     )
     conts: list[Continuation | None] = []
     for i, c in enumerate(calls):
-        if i + 1 < len(calls):
-            conts.append(check_continuation(c.prompt_ids, c.response_ids, calls[i + 1].prompt_ids, c.source_index))
+        nxt = calls[i + 1].prompt_ids if i + 1 < len(calls) else None
+        if nxt and c.prompt_ids:  # unknown without both prompts (a span that carried no prompt ids)
+            conts.append(check_continuation(c.prompt_ids, c.response_ids, nxt, c.source_index))
         else:
             conts.append(None)
     records: list[TripletRecord] = []

@@ -114,3 +114,12 @@ def test_a_turn_without_log_probs_drops_them_for_the_sequence(qwen):
     calls[1].log_probs = None
     (traj,) = build_records(calls, options=TripletOptions(trajectory=True))
     assert traj.log_probs is None
+
+
+def test_missing_prompt_ids_mean_unknown_continuation(qwen):
+    calls, _ = three_turns(qwen, enc(qwen, " Paris"))
+    calls[1].prompt_ids = []  # the span carried no prompt ids
+    recs = build_records(calls)
+    assert [r.metadata["continuation"] for r in recs] == [None, None, None]
+    merged = build_records(calls, options=TripletOptions(trajectory=True))
+    assert len(merged) == 3  # nothing is merged on an unknown continuation
