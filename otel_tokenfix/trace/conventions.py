@@ -203,17 +203,27 @@ def parse_ids(value: Any, conv: Conventions = DEFAULT_CONVENTIONS) -> list[int] 
     return int_list(parsed.value, max_ids=conv.max_ids)
 
 
-def encode_ids_like(original: Any, new_ids: Sequence[int], conv: Conventions = DEFAULT_CONVENTIONS) -> Any:
+def encode_ids_like(
+    original: Any,
+    new_ids: Sequence[int],
+    conv: Conventions = DEFAULT_CONVENTIONS,
+    source_index: Sequence[int | None] | None = None,
+) -> Any:
     """``new_ids`` written in the shape and encoding of ``original`` (an int array stays an int array; a
-    repr string of a list of lists stays one; in choices only ``token_ids`` of choice 0 changes and a
-    ``logprobs`` entry of that choice is dropped, since it described the old ids)."""
+    repr string of a list of lists stays one; in choices only choice 0 changes: its ``token_ids``, and its
+    per-token ``logprobs.content`` entries are re-indexed with ``source_index`` (``None`` logprob for
+    inserted tokens) or dropped when that is not possible, since they described the old ids)."""
     parsed = parse_literal(original, max_chars=conv.max_literal_chars)
     path = None if parsed is None else _ids_path(parsed.value)
     if parsed is None or path is None:
         return tuple(map(int, new_ids))
     if parsed.encoding == "native" and path == ():
         return tuple(map(int, new_ids))
-    value = _replace(parsed.value, path, list(map(int, new_ids)))
+    value = _replace(parsed.value, path, list(map(int, new_ids)), source_index)
+    return _write_like(parsed, value)
+
+
+def _write_like(parsed: Parsed, value: Any) -> Any:
     if parsed.encoding == "json":
         return json.dumps(value)
     if parsed.encoding == "repr":
@@ -221,19 +231,56 @@ def encode_ids_like(original: Any, new_ids: Sequence[int], conv: Conventions = D
     return _to_attribute(value)
 
 
-def _replace(obj: Any, path: tuple[Any, ...], ids: list[int]) -> Any:
+def _replace(obj: Any, path: tuple[Any, ...], ids: list[int], source_index: Sequence[int | None] | None) -> Any:
     if not path:
         return ids
     head, rest = path[0], path[1:]
     if isinstance(obj, Mapping):
         out = dict(obj)
-        out[head] = _replace(obj[head], rest, ids)
-        if head == "token_ids":
-            out.pop("logprobs", None)
+        out[head] = _replace(obj[head], rest, ids, source_index)
+        if head == "token_ids" and "logprobs" in out:
+            old = out.pop("logprobs")
+            entries = _entries(old)
+            if entries is not None and source_index is not None and len(ids) == len(source_index):
+                out["logprobs"] = {**old, "content": reindex_entries(entries, source_index)}
         return out
     out_list = list(obj)
-    out_list[head] = _replace(obj[head], rest, ids)
+    out_list[head] = _replace(obj[head], rest, ids, source_index)
     return out_list
+
+
+def _entries(logprobs: Any) -> list[Any] | None:
+    """The per-token entry list of an OpenAI-style ``logprobs`` object (``{"content": [...]}``)."""
+    if isinstance(logprobs, Mapping) and isinstance(logprobs.get("content"), list):
+        return logprobs["content"]
+    return None
+
+
+def reindex_entries(entries: Sequence[Any], source_index: Sequence[int | None]) -> list[Any]:
+    """Per-token entries (``{"token", "logprob", ...}``) for corrected ids: a kept token keeps its entry,
+    an inserted one gets ``{"token": "", "logprob": None}`` (it was never sampled)."""
+    n = len(entries)
+    return [entries[s] if s is not None and 0 <= s < n else _inserted_entry() for s in source_index]
+
+
+def _inserted_entry() -> dict[str, Any]:
+    return {"token": "", "logprob": None, "bytes": None, "top_logprobs": []}
+
+
+def reindex_logprobs_like(
+    original: Any, source_index: Sequence[int | None], conv: Conventions = DEFAULT_CONVENTIONS
+) -> Any | None:
+    """A ``logprobs.content``-style value (a list of per-token entries, JSON or native) re-indexed for the
+    corrected ids, in the original's encoding; ``None`` if ``original`` is not such a list."""
+    parsed = parse_literal(original, max_chars=conv.max_literal_chars)
+    if parsed is None or not isinstance(parsed.value, list):
+        return None
+    if not all(isinstance(e, Mapping) for e in parsed.value):
+        return None
+    value = reindex_entries(parsed.value, source_index)
+    if parsed.encoding == "native":
+        return json.dumps(value)
+    return _write_like(parsed, value)
 
 
 def _to_attribute(value: Any) -> Any:
@@ -372,13 +419,21 @@ def read_logprobs(
     span: SpanView, n_ids: int | None = None, conv: Conventions = DEFAULT_CONVENTIONS
 ) -> list[float] | None:
     """Per-token logprobs of the response; ``None`` if absent or not one per token (when ``n_ids``)."""
+    found = read_logprobs_with_key(span, n_ids, conv)
+    return None if found is None else found[0]
+
+
+def read_logprobs_with_key(
+    span: SpanView, n_ids: int | None = None, conv: Conventions = DEFAULT_CONVENTIONS
+) -> tuple[list[float], str] | None:
+    """Like :func:`read_logprobs`, also naming the key the logprobs came from."""
     attrs = span.attributes
     for key in conv.logprob_keys:
         if key not in attrs:
             continue
         values = _logprobs_from(attrs[key], conv)
         if values is not None and (n_ids is None or len(values) == n_ids):
-            return values
+            return values, key
     return None
 
 

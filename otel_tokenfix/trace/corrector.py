@@ -374,7 +374,8 @@ def _read_back(p: _Pending, index: int, conv: Conventions, status: str) -> LLMCa
         provenance=list(provenance),
         source_index=source_index,
         logprobs=logprobs,
-        original_logprobs=cv.read_logprobs(p.span, len(original), conv),
+        # after a rewrite the logprob source key describes the corrected ids: originals only if unchanged
+        original_logprobs=cv.read_logprobs(p.span, len(original), conv) if original == final else None,
         text=text if isinstance(text, str) else cv.read_text(p.span, conv),
         edits=count if isinstance(count, int) else 0,
         status=status,
@@ -520,7 +521,12 @@ def _overlay(call: LLMCall, conv: Conventions) -> dict[str, Any]:
     if conv.overwrite_source_key:
         for key in call.source_keys:
             if key != cv.RESPONSE_IDS:
-                overlay[key] = cv.encode_ids_like(attrs.get(key), ids, conv)
+                overlay[key] = cv.encode_ids_like(attrs.get(key), ids, conv, call.source_index)
+        found = cv.read_logprobs_with_key(call.span, len(call.original_ids), conv)
+        if found is not None and found[1] not in overlay:  # e.g. logprobs.content: re-index its entries
+            value = cv.reindex_logprobs_like(attrs.get(found[1]), call.source_index, conv)
+            if value is not None:
+                overlay[found[1]] = value
     overlay[cv.RESPONSE_IDS] = ids
     overlay[cv.ORIGINAL_RESPONSE_IDS] = tuple(call.original_ids)
     overlay[cv.PROVENANCE] = tuple(call.provenance)

@@ -88,6 +88,8 @@ def test_llmproxy_hosted_vllm_repr_strings(qwen):
     assert isinstance(a["llm.hosted_vllm.response_token_ids"], str)
     assert json.loads(a["llm.hosted_vllm.response_token_ids"]) == [ids]
     assert cv.parse_ids(a["llm.hosted_vllm.choices"]) == ids
+    choice = cv.parse_literal(a["llm.hosted_vllm.choices"]).value[0]
+    assert choice["finish_reason"] == "stop" and len(choice["logprobs"]["content"]) == len(ids)
     lp = a[cv.LOGPROBS]
     assert len(lp) == len(ids)
     for i, (code, x) in enumerate(zip(a[cv.PROVENANCE], lp, strict=True)):

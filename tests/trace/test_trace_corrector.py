@@ -57,7 +57,10 @@ def test_idempotent_read_back_of_upstream_correction(qwen):
         (c0.response_ids, c0.original_ids, c0.provenance, c0.source_index)
     assert c1.logprobs == c0.logprobs and any(x is None for x in c0.logprobs)
     assert c1.text == c0.text == "Alpha BETA gamma delta." and c1.edits == 1 and c1.removed == c0.removed
-    assert c1.original_logprobs == [-0.5] * len(c0.original_ids)
+    assert c0.original_logprobs == [-0.5] * len(c0.original_ids) and c1.original_logprobs is None
+    # the logprob source key now describes the corrected ids (None for inserted tokens)
+    entries = cv.parse_literal(corrected.attributes["logprobs.content"]).value
+    assert [e["logprob"] for e in entries] == c0.logprobs
 
 
 def test_chain_text_then_tokens_in_time_order(qwen):
