@@ -56,12 +56,16 @@ def convert_command(
     tokenizers = tokenizer_map(tokenizer)
     out = output or _default_output(src)
     if str(out) == "-":
-        def sink(records):  # one trace at a time, whole lines
+        from ..triplets.sinks import CallableSink
+
+        def write(records) -> None:  # one trace at a time, whole lines
             sys.stdout.write("".join(r.to_json() + "\n" for r in records))
             sys.stdout.flush()
+
+        sink = CallableSink(write, batch=True)
         console = Console(stderr=True)
     else:
-        sink = str(out)
+        sink = str(out)  # type: ignore[assignment]
         if out.exists():
             out.unlink()  # a conversion writes a fresh file
         console = Console(stderr=True)

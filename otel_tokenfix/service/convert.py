@@ -33,6 +33,8 @@ class ConvertResult:
     corrected: int = 0
     errors: int = 0
     incomplete_traces: int = 0
+    #: most spans held at once: what bounds memory (open traces), independent of the file size
+    max_held_spans: int = 0
 
 
 class _DataClock:
@@ -93,6 +95,7 @@ def convert_file(
                 clock.advance(v.end_time)
             result.spans += len(views)
             pipeline.add_views(views)
+            result.max_held_spans = max(result.max_held_spans, pipeline.assembly.held_spans)
             if progress is not None:
                 progress(raw.tell(), _fill(result, pipeline))
     finally:
