@@ -209,7 +209,7 @@ def correct_trace(
     conv = conventions
     lookup = as_lookup(tokenizers)
     notes = edit_notes or {}
-    trace_id = spans[0].trace_id if spans else (foreign[0].trace_id if foreign else 0)
+    trace_id = spans[0].trace_id if spans else 0
 
     seen: set[int] = set()
     pending: list[_Pending] = []
