@@ -8,6 +8,7 @@ its own failures and logs them at debug level.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -50,8 +51,11 @@ class CaptureOptions:
         )
 
 
-def _given(value: Any) -> bool:
-    return value is not None and type(value).__name__ not in ("Omit", "NotGiven")
+def _unset(kwargs: Mapping[str, Any], name: str) -> bool:
+    """Not passed, or passed as ``openai.omit`` / ``NOT_GIVEN`` (an explicit ``None``/``False`` is a choice)."""
+    if name not in kwargs:
+        return True
+    return type(kwargs[name]).__name__ in ("Omit", "NotGiven")
 
 
 def prepare_kwargs(kwargs: dict[str, Any], opts: CaptureOptions, operation: str) -> dict[str, Any]:
@@ -64,12 +68,8 @@ def prepare_kwargs(kwargs: dict[str, Any], opts: CaptureOptions, operation: str)
     extra = dict(extra_in or {})
     if opts.request_token_ids and "return_token_ids" not in extra:
         extra["return_token_ids"] = True
-    if opts.request_logprobs and "logprobs" not in kwargs and "logprobs" not in extra:
+    if opts.request_logprobs and "logprobs" not in extra and _unset(kwargs, "logprobs"):
         extra["logprobs"] = True if operation == CHAT else 0
-    elif opts.request_logprobs and "logprobs" in kwargs and not _given(kwargs["logprobs"]):
-        # an explicit ``omit``/``NOT_GIVEN`` means "not set": we may ask; an explicit None/False we keep
-        if type(kwargs["logprobs"]).__name__ in ("Omit", "NotGiven") and "logprobs" not in extra:
-            extra["logprobs"] = True if operation == CHAT else 0
     out = dict(kwargs)
     out["extra_body"] = extra
     return out
@@ -144,12 +144,23 @@ class CallRun:
         self.span.set_attributes(out)
 
     # ---- outcomes
+    def _claim(self) -> bool:
+        """True for the first outcome only: a span is ended exactly once."""
+        with self._lock:
+            if self._ended:
+                return False
+            self._ended = True
+            return True
+
+    def _end(self) -> None:
+        if self.owned:
+            with contextlib.suppress(Exception):
+                self.span.end()
+
     def fail(self, exc: BaseException, data: ResponseData | None = None) -> None:
+        if not self._claim():
+            return
         try:
-            with self._lock:
-                if self._ended:
-                    return
-                self._ended = True
             if data is not None and data.choices:
                 self._record(data, complete=False)
             self._set({A.CAPTURE_STATUS: A.STATUS_ERROR, A.CAPTURE_REASON: f"{type(exc).__name__}: {exc}"[:500]})
@@ -157,36 +168,30 @@ class CallRun:
                 self.span.set_attribute(A.ERROR_TYPE, type(exc).__qualname__)
                 self.span.record_exception(exc)
                 self.span.set_status(Status(StatusCode.ERROR, str(exc)[:500]))
-                self.span.end()
         except Exception:  # noqa: BLE001
             _LOG.debug("tokenfix capture: could not record a failure", exc_info=True)
+        finally:
+            self._end()
 
     def unsupported(self, reason: str) -> None:
+        if not self._claim():
+            return
         try:
-            with self._lock:
-                if self._ended:
-                    return
-                self._ended = True
             self._set({A.CAPTURE_STATUS: A.STATUS_UNSUPPORTED, A.CAPTURE_REASON: reason})
-            if self.owned:
-                self.span.end()
         except Exception:  # noqa: BLE001
-            _LOG.debug("tokenfix capture: could not end a span", exc_info=True)
+            _LOG.debug("tokenfix capture: could not annotate a span", exc_info=True)
+        finally:
+            self._end()
 
     def succeed(self, data: ResponseData, *, complete: bool = True) -> None:
+        if not self._claim():
+            return
         try:
-            with self._lock:
-                if self._ended:
-                    return
-                self._ended = True
             self._record(data, complete=complete)
-            if self.owned:
-                self.span.end()
         except Exception:  # noqa: BLE001
             _LOG.debug("tokenfix capture: could not record a response", exc_info=True)
-            with contextlib.suppress(Exception):
-                if self.owned:
-                    self.span.end()
+        finally:
+            self._end()
 
     def _record(self, data: ResponseData, *, complete: bool) -> None:
         choices = sorted(data.choices, key=lambda c: c.index)
@@ -235,6 +240,11 @@ class CallRun:
                 self.unsupported("with_streaming_response results are not read (the body belongs to the caller)")
                 return
             result = result.parse()  # LegacyAPIResponse caches the parse, the caller gets the same object
+            if inspect.isawaitable(result):  # a future openai whose async parse is a coroutine
+                with contextlib.suppress(Exception):
+                    result.close()
+                self.unsupported("an awaitable raw response is not read")
+                return
             if _is_stream(result):
                 follow_stream(result, self)
                 return

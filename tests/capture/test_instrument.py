@@ -618,3 +618,21 @@ def test_instrumented_after_another_class_wrapper_nests_but_only_ours_has_ids(se
         assert cls.__dict__["create"] is theirs  # restored to what was there before us
     finally:
         cls.create = original
+
+
+def test_async_with_raw_response_is_captured(serve, tracing):
+    server = serve([ANSWER])
+    client = async_client_for(server, tracing)
+    raw = asyncio.run(client.chat.completions.with_raw_response.create(model=server.model, messages=MSGS))
+    assert raw.parse().choices[0].message.content == ANSWER
+    assert_captured(only_span(tracing), server, ANSWER)
+
+
+def test_with_streaming_response_is_left_to_the_caller(serve, tracing):
+    server = serve([ANSWER])
+    client = client_for(server, tracing)
+    with client.chat.completions.with_streaming_response.create(model=server.model, messages=MSGS) as resp:
+        assert resp.parse().choices[0].message.content == ANSWER
+    a = only_span(tracing).attributes
+    assert a["tokenfix.capture.status"] == "unsupported_response"
+    assert "tokenfix.response.token_ids" not in a
