@@ -65,7 +65,7 @@ def run_demo(out_dir: str | Path | None = None, *, console: Console | None = Non
     import openai
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from .. import TokenFixSpanProcessor, TripletExporter, instrument_openai, uninstrument_openai
     from ..inspect import build, read_records
@@ -94,9 +94,8 @@ def run_demo(out_dir: str | Path | None = None, *, console: Console | None = Non
                 }
             )
         )
-        # root_grace: the processor forwards a trace's root before its held LLM spans; keep the trace open
-        exporter = TripletExporter(str(triplets_path), root_grace=30.0)
-        provider.add_span_processor(TokenFixSpanProcessor(SimpleSpanProcessor(exporter), tokenizers={MODEL: tokenizer}))
+        exporting = BatchSpanProcessor(TripletExporter(str(triplets_path)))
+        provider.add_span_processor(TokenFixSpanProcessor(exporting, tokenizers={MODEL: tokenizer}))
         client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
         instrument_openai(client, tracer_provider=provider)
         # ---------------------------------------------------------------------------
