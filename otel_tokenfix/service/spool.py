@@ -2,17 +2,18 @@
 
 Why: the service acknowledges a request before its traces are complete (a trace may span many requests
 and is held until its root arrives), so a crash would lose every held span. With a spool the service
-appends each request body to an append-only log and fsyncs it *before* acknowledging; once every trace a
-request touched has had its triplets flushed to the sink, a commit marker is written. At start the
-service replays the uncommitted requests; triplets the sink already holds (the crash came between the
-sink flush and the commit marker) are skipped by (trace_id, span_id), so each triplet appears once.
+appends each request body to an append-only log and fsyncs it *before* acknowledging; once every span a
+request carried has left in a release whose triplets are flushed to the sink, a commit marker is
+written. At start the service replays the uncommitted requests; triplets already written (the crash came
+between the sink flush and the commit marker, or the client resends a request the spool replayed) are
+skipped by (trace_id, span_id), so each triplet appears once.
 
 Three small parts, kept apart so each is testable on its own:
 
 - :class:`Spool` — the log. Segment files ``spool-<first seq>.log`` of records
   ``magic(2) kind(1) seq(8) length(4) crc32(4) payload``; a torn tail (crash mid-write) is detected by
   length/checksum and truncated on open; fully committed segments are deleted (compaction).
-- :class:`SpoolLedger` — pure bookkeeping: which request touched which traces, which requests are done.
+- :class:`SpoolLedger` — pure bookkeeping: which request carried which spans, which requests are done.
 - :func:`sink_keys` / :class:`TripletDedup` — what a JSONL triplet sink already holds.
 """
 
@@ -24,6 +25,7 @@ import re
 import struct
 import threading
 import zlib
+from collections import Counter, OrderedDict, deque
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,9 +253,11 @@ class Spool:
         return removed
 
     def close(self) -> None:
+        """Sync, drop fully committed segments (a clean stop leaves an empty spool), close."""
         with self._lock:
             try:
                 self._sync(self._fh)
+                self._compact_locked(force=True)
             except (OSError, ValueError):
                 pass
             self._fh.close()
@@ -266,41 +270,63 @@ class Spool:
 
 
 class SpoolLedger:
-    """Pure bookkeeping: a request is done when every trace it touched has been released and flushed.
+    """Pure bookkeeping: a request is done when every span it carried has left in a flushed release.
 
-    ``add(seq, trace_ids)`` when a request is accepted; ``released(trace_id)`` after the trace's
-    triplets are flushed to the sink: returns the requests that just became done (commit them). A trace
-    that receives more spans after its release simply becomes outstanding again.
+    ``add(seq, keys)`` when a request is accepted, one key per span (the service uses
+    ``(trace_id, span_id)``; a key may repeat); ``released(key)`` once a release holding that span has
+    had its triplets flushed to the sink: returns the requests that just became done (commit them).
+    Keys are matched to requests first in, first out, so a span sent twice (a client retrying a request
+    the spool already replayed) is accounted to both requests in turn.
+
+    Why spans and not traces: a late span of trace T can be journaled by one request handler while
+    another handler releases and flushes T; a trace-level ledger would then commit the late span's
+    request before the span reached the assembly, and a crash at that moment would lose it.
     """
 
     def __init__(self) -> None:
-        self._open: dict[int, set[Hashable]] = {}
-        self._by_trace: dict[Hashable, set[int]] = {}
+        self._open: dict[int, Counter[Hashable]] = {}
+        self._by_key: dict[Hashable, deque[int]] = {}
         self._lock = threading.Lock()
 
-    def add(self, seq: int, trace_ids: Iterable[Hashable]) -> list[int]:
-        """Register a request; returns ``[seq]`` at once if it touched no trace (nothing to wait for)."""
-        traces = set(trace_ids)
+    def add(self, seq: int, keys: Iterable[Hashable]) -> list[int]:
+        """Register a request; returns ``[seq]`` at once if it carried nothing to wait for."""
+        counts = Counter(keys)
         with self._lock:
-            if not traces:
+            if not counts:
                 return [seq]
-            self._open[seq] = traces
-            for t in traces:
-                self._by_trace.setdefault(t, set()).add(seq)
+            self._open[seq] = counts
+            for key, n in counts.items():
+                self._by_key.setdefault(key, deque()).extend([seq] * n)
         return []
 
-    def released(self, trace_id: Hashable) -> list[int]:
-        done: list[int] = []
+    def released(self, key: Hashable) -> list[int]:
         with self._lock:
-            for seq in self._by_trace.pop(trace_id, ()):
-                traces = self._open.get(seq)
-                if traces is None:
-                    continue
-                traces.discard(trace_id)
-                if not traces:
-                    del self._open[seq]
-                    done.append(seq)
+            return self._release_locked(key)
+
+    def released_many(self, keys: Iterable[Hashable]) -> list[int]:
+        with self._lock:
+            done: list[int] = []
+            for key in keys:
+                done.extend(self._release_locked(key))
         return sorted(done)
+
+    def _release_locked(self, key: Hashable) -> list[int]:
+        waiting = self._by_key.get(key)
+        if not waiting:
+            return []
+        seq = waiting.popleft()
+        if not waiting:
+            del self._by_key[key]
+        counts = self._open.get(seq)
+        if counts is None:  # pragma: no cover - every queued seq is open
+            return []
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]
+        if counts:
+            return []
+        del self._open[seq]
+        return [seq]
 
     def outstanding(self) -> int:
         with self._lock:
@@ -337,23 +363,37 @@ def sink_keys(path: str | os.PathLike[str], trace_ids: Iterable[str] | None = No
 
 
 class TripletDedup:
-    """Drops triplets whose (trace_id, span_id) the sink already holds; used only while replaying."""
+    """Drops triplets whose (trace_id, span_id) was already written: those the sink held when the
+    service restarted (``preload``) and the most recent ``remember`` ones written since (a client may
+    resend a request the spool has already replayed). Bounded: the oldest remembered keys are forgotten."""
 
-    def __init__(self, keys: Iterable[tuple[str, str]] = ()):
-        self._keys = {(t.lower(), s.lower()) for t, s in keys}
+    def __init__(self, keys: Iterable[tuple[str, str]] = (), *, remember: int = 1 << 18):
+        self._preloaded: set[tuple[str, str]] = set()
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._remember = max(0, int(remember))
         self._lock = threading.Lock()
         self.skipped = 0
+        self.preload(keys)
+
+    def preload(self, keys: Iterable[tuple[str, str]]) -> None:
+        with self._lock:
+            self._preloaded.update((t.lower(), s.lower()) for t, s in keys)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._preloaded) + len(self._recent)
 
     def fresh(self, record: dict) -> bool:
-        """True if this triplet is not in the sink yet (counts the ones it holds back)."""
+        """True if this triplet was not written yet (and remember it as written now)."""
         tid, sid = record.get("trace_id"), record.get("span_id")
         if not isinstance(tid, str) or not isinstance(sid, str):
             return True
+        key = (tid.lower(), sid.lower())
         with self._lock:
-            if (tid.lower(), sid.lower()) in self._keys:
+            if key in self._preloaded or key in self._recent:
                 self.skipped += 1
                 return False
+            if self._remember:
+                self._recent[key] = None
+                if len(self._recent) > self._remember:
+                    self._recent.popitem(last=False)
             return True
