@@ -1,9 +1,10 @@
 """``serve --spool DIR``: the request journal over the crash-safe spool (``service/spool.py``).
 
 Why: the service acknowledges a request before its traces are complete. With a journal each request
-body is appended and fsynced before the acknowledgement; once every trace it touched has its triplets
-flushed to the sink, a commit marker is written. At start, uncommitted requests are replayed through the
-same pipeline, and triplets the sink already holds are skipped by (trace_id, span_id).
+body is appended and fsynced before the acknowledgement; once every span it carried has left in a
+release whose triplets are flushed to the sink, a commit marker is written. At start, uncommitted
+requests are replayed through the same pipeline, and triplets already written (before the crash, or
+from a client resending a request the spool replayed) are skipped by (trace_id, span_id).
 """
 
 from __future__ import annotations
@@ -29,23 +30,21 @@ class SpoolJournal:
         self.spool = Spool(directory, fsync=fsync)
         self.ledger = SpoolLedger()
         self.sink_path = sink_path
-        self.dedup: TripletDedup | None = None
+        self.dedup = TripletDedup()
 
-    def accepted(self, raw: bytes | None, trace_ids: set[int]) -> None:
+    def accepted(self, raw: bytes | None, keys: Iterable[tuple[int, int]]) -> None:
         if raw is None:
             return
         try:
             seq = self.spool.append(raw)
         except SpoolError as exc:
             raise ServiceUnavailable(str(exc)) from exc
-        done = self.ledger.add(seq, trace_ids)
+        done = self.ledger.add(seq, keys)
         if done:
             self._commit(done)
 
-    def flushed(self, trace_ids: Iterable[int]) -> None:
-        seqs: list[int] = []
-        for trace_id in trace_ids:
-            seqs.extend(self.ledger.released(trace_id))
+    def flushed(self, keys: Iterable[tuple[int, int]]) -> None:
+        seqs = self.ledger.released_many(keys)
         if seqs:
             self._commit(seqs)
 
@@ -60,24 +59,24 @@ class SpoolJournal:
         pending = self.spool.pending()
         if not pending:
             return 0
-        self.dedup = TripletDedup(sink_keys(self.sink_path))
+        parsed = []
         for seq, payload in pending:
             try:
-                views = request_views(parse_request(payload))
+                parsed.append((seq, request_views(parse_request(payload))))
             except DecodeError:
                 log.error("spool: request %d is not a valid OTLP request; skipped", seq)
                 self._commit([seq])
-                continue
-            done = self.ledger.add(seq, {v.trace_id for v in views})
+        traces = {format(v.trace_id, "032x") for _, views in parsed for v in views}
+        self.dedup.preload(sink_keys(self.sink_path, traces))
+        for seq, views in parsed:
+            done = self.ledger.add(seq, [(v.trace_id, v.span_id) for v in views])
             if done:
                 self._commit(done)
             pipeline.add_views(views)
         return len(pending)
 
     def fresh(self, record: TripletRecord) -> bool:
-        """Record filter: False for a triplet the sink already holds (only while replaying)."""
-        if self.dedup is None:
-            return True
+        """Record filter: False for a triplet already written (see :class:`TripletDedup`)."""
         return self.dedup.fresh({"trace_id": record.trace_id, "span_id": record.span_id})
 
     def close(self) -> None:

@@ -77,12 +77,13 @@ class Forwarding(Protocol):
 
 
 class RequestJournal(Protocol):
-    """Durability hook (``serve --spool``): told about each request before it is acknowledged, and
-    about each trace once its triplets are flushed to the sink."""
+    """Durability hook (``serve --spool``): told about each request (its spans' ``(trace_id, span_id)``)
+    before it is acknowledged, and about each span once the release holding it has its triplets flushed
+    to the sink. Spans, not traces: a late span of a trace being released must keep its request open."""
 
-    def accepted(self, raw: bytes | None, trace_ids: set[int]) -> None: ...
+    def accepted(self, raw: bytes | None, keys: Sequence[tuple[int, int]]) -> None: ...
 
-    def flushed(self, trace_ids: Iterable[int]) -> None: ...
+    def flushed(self, keys: Iterable[tuple[int, int]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ class Pipeline:
         self._wake = threading.Event()
         self._timer: threading.Thread | None = None
         self.closed = False
-        self._unjournaled: list[int] = []
+        self._unjournaled: list[tuple[int, int]] = []
 
     # --- intake ----------------------------------------------------------------------------------------
     def submit(self, request: ExportTraceServiceRequest, raw: bytes | None = None) -> int:
@@ -146,7 +147,7 @@ class Pipeline:
             self.stats.requests += 1
             self.stats.spans += len(views)
         if self.journal is not None:
-            self.journal.accepted(raw, {v.trace_id for v in views})
+            self.journal.accepted(raw, [(v.trace_id, v.span_id) for v in views])
         self.add_views(views)
         return len(views)
 
@@ -253,13 +254,13 @@ class Pipeline:
                     forward.extend(self._forward_items(release, overlays))
             self.sink.flush()
             if self.journal is not None:
-                self._unjournaled.extend(r.trace_id for r in releases)
+                self._unjournaled.extend((r.trace_id, v.span_id) for r in releases for v in r.spans)
                 self._journal_flushed()
             if forward and self.forwarder is not None:
                 self.forwarder.submit(forward)
 
     def _journal_flushed(self) -> None:
-        """Tell the journal which traces are on disk, once the sink holds nothing pending."""
+        """Tell the journal which spans' releases are on disk, once the sink holds nothing pending."""
         if self.journal is not None and self._unjournaled and self.sink.pending == 0:
             done, self._unjournaled = self._unjournaled, []
             self.journal.flushed(done)
