@@ -179,19 +179,37 @@ def test_sigkill_mid_stream_loses_no_acknowledged_request(tmp_path):
     assert len(replayed_committed) <= 1
 
 
-def test_ledger_commits_a_request_once_all_its_traces_are_released():
+def test_ledger_commits_a_request_once_all_its_spans_are_released():
     led = SpoolLedger()
-    assert led.add(1, ["t1", "t2"]) == []
-    assert led.add(2, ["t2"]) == []
+    assert led.add(1, [("t1", 1), ("t2", 1)]) == []
+    assert led.add(2, [("t2", 2)]) == []
     assert led.add(3, []) == [3]  # nothing to wait for
-    assert led.released("t2") == [2]
+    assert led.released(("t2", 2)) == [2]
     assert led.outstanding() == 1
-    assert led.released("t9") == []
-    assert led.released("t1") == [1]
-    # a late span re-opens its trace
-    assert led.add(4, ["t1"]) == []
-    assert led.released("t1") == [4]
+    assert led.released(("t9", 9)) == []
+    assert led.released_many([("t2", 1), ("t1", 1)]) == [1]
     assert led.outstanding() == 0
+
+
+def test_ledger_a_late_span_of_a_released_trace_keeps_its_request_open():
+    """Trace-level accounting would commit request 2 when trace t1 is released, before its span left."""
+    led = SpoolLedger()
+    led.add(1, [("t1", 1)])
+    led.add(2, [("t1", 2)])  # a late span of t1, journaled while t1 is being released
+    assert led.released(("t1", 1)) == [1]
+    assert led.outstanding() == 1
+    assert led.released(("t1", 2)) == [2]
+
+
+def test_ledger_a_span_sent_twice_is_accounted_to_both_requests_in_turn():
+    led = SpoolLedger()
+    led.add(1, [("t", 1), ("t", 2)])  # replayed from the spool
+    led.add(2, [("t", 1), ("t", 2)])  # and resent by the client
+    assert led.released_many([("t", 1), ("t", 2)]) == [1]
+    assert led.released_many([("t", 1), ("t", 2)]) == [2]
+    led.add(3, [("t", 3), ("t", 3)])  # a duplicated span id inside one request
+    assert led.released(("t", 3)) == []
+    assert led.released(("t", 3)) == [3]
 
 
 def test_sink_keys_ignore_a_partial_last_line_and_filter_traces(tmp_path):
@@ -201,7 +219,11 @@ def test_sink_keys_ignore_a_partial_last_line_and_filter_traces(tmp_path):
     assert sink_keys(sink) == {("ab" * 16, "01" * 8), ("cd" * 16, "02" * 8)}
     assert sink_keys(sink, ["CD" * 16]) == {("cd" * 16, "02" * 8)}
     assert sink_keys(tmp_path / "missing.jsonl") == set()
-    dedup = TripletDedup(sink_keys(sink))
+    dedup = TripletDedup(sink_keys(sink), remember=2)
     assert not dedup.fresh({"trace_id": "ab" * 16, "span_id": "01" * 8})
     assert dedup.fresh({"trace_id": "ab" * 16, "span_id": "03" * 8})
-    assert dedup.skipped == 1
+    assert not dedup.fresh({"trace_id": "AB" * 16, "span_id": "03" * 8})  # written in this run
+    assert dedup.fresh({"trace_id": "ab" * 16, "span_id": "04" * 8})
+    assert dedup.fresh({"trace_id": "ab" * 16, "span_id": "05" * 8})
+    assert dedup.fresh({"trace_id": "ab" * 16, "span_id": "03" * 8})  # forgotten: the memory is bounded
+    assert dedup.skipped == 2

@@ -1,0 +1,294 @@
+"""Real ``otel-tokenfix serve`` processes for the crash, fuzz and security tests (and ``bench/soak.py``).
+
+Why not the service tests' helper: these tests kill the process with SIGKILL and restart it on the
+same spool, time the recovery, and count triplets by (trace_id, span_id); keeping the helper here means
+a change in another folder cannot silently weaken the reliability figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .harness import MODEL, Expect, Ledger, Sampler, Workload, differential_check, run_agents
+
+REPO = Path(__file__).resolve().parents[2]
+READY = "otel-tokenfix serve ready"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Serve:
+    """One ``otel-tokenfix serve`` child process."""
+
+    proc: subprocess.Popen
+    http: str = ""
+    grpc: str = ""
+    stderr: list[str] = field(default_factory=list)
+    ready_s: float = 0.0  # seconds from spawn to the ready line
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self, timeout: float = 120.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise AssertionError("serve ignored SIGTERM:\n" + self.stderr_text()) from None
+
+    def stderr_text(self) -> str:
+        return "\n".join(self.stderr[-60:])
+
+
+def start_serve(output: Path, tokenizer_dir: Path | None, *args: str, http: str = "127.0.0.1:0",
+                grpc: str = "", env: dict | None = None, timeout: float = 120.0) -> Serve:
+    """Spawn ``serve`` and wait for its ready line (which comes after any spool replay)."""
+    cmd = [sys.executable, "-m", "otel_tokenfix.cli.main", "serve", "-o", str(output), "--http", http,
+           "--grpc", grpc, "--stats-interval", "0", "--log-level", "warning", *args]
+    if tokenizer_dir is not None:
+        cmd += ["--tokenizer", f"{MODEL}={tokenizer_dir}"]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO)
+    sp = Serve(proc)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump_out() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+        lines.put(None)
+
+    def pump_err() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            sp.stderr.append(line.rstrip())
+
+    threading.Thread(target=pump_out, daemon=True).start()
+    threading.Thread(target=pump_err, daemon=True).start()
+    deadline = t0 + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if line is None:
+            proc.wait()
+            raise AssertionError(f"serve exited with {proc.returncode} before ready:\n{sp.stderr_text()}")
+        if line.startswith(READY):
+            sp.ready_s = time.monotonic() - t0
+            for part in line.split():
+                if part.startswith("http="):
+                    sp.http = part[5:]
+                elif part.startswith("grpc="):
+                    sp.grpc = part[5:]
+            return sp
+    sp.kill9()
+    raise AssertionError(f"serve not ready after {timeout}s:\n{sp.stderr_text()}")
+
+
+# --- workload as OTLP requests ------------------------------------------------------------------------------
+def workload_requests(tokenizer: Any, cfg: Workload, spans_per_request: int = 40) -> tuple[list[bytes], Ledger]:
+    """Run the simulated agents against a plain SDK (no processor) and cut the ended spans, in end
+    order, into OTLP/protobuf requests: traces interleave and many traces span several requests."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    mem = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(mem))
+    ledger = run_agents(tp, Sampler(tokenizer), cfg)
+    tp.shutdown()
+    spans = list(mem.get_finished_spans())
+    bodies = [
+        encode_spans(spans[i : i + spans_per_request]).SerializeToString()
+        for i in range(0, len(spans), spans_per_request)
+    ]
+    return bodies, ledger
+
+
+@dataclass
+class Sender:
+    """Posts requests like an OTLP exporter: retries on connection errors, timeouts, 429/5xx until
+    acknowledged. Several threads, so a SIGKILL lands with requests in flight."""
+
+    url: str
+    bodies: list[bytes]
+    threads: int = 4
+    headers: dict = field(default_factory=lambda: {"content-type": "application/x-protobuf"})
+    acked: set[int] = field(default_factory=set)
+    attempts: int = 0
+    retries: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _next: int = 0
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def set_url(self, url: str) -> None:
+        with self.lock:
+            self.url = url
+
+    def _take(self) -> int | None:
+        with self.lock:
+            if self._next >= len(self.bodies):
+                return None
+            i = self._next
+            self._next += 1
+            return i
+
+    def _post(self, client: Any, i: int) -> None:
+        while True:
+            with self.lock:
+                url = self.url
+                self.attempts += 1
+            try:
+                r = client.post(url, content=self.bodies[i], headers=self.headers, timeout=30)
+                if r.status_code == 200:
+                    with self.lock:
+                        self.acked.add(i)
+                    return
+                if r.status_code not in (429, 502, 503, 504):
+                    raise AssertionError(f"request {i} rejected: {r.status_code} {r.text[:200]}")
+            except Exception as exc:  # connection refused/reset while the service is down: retry
+                if isinstance(exc, AssertionError):
+                    raise
+            with self.lock:
+                self.retries += 1
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        import httpx
+
+        def work() -> None:
+            with httpx.Client() as client:
+                while (i := self._take()) is not None:
+                    self._post(client, i)
+
+        self._workers = [threading.Thread(target=work, daemon=True) for _ in range(self.threads)]
+        for t in self._workers:
+            t.start()
+
+    def join(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        assert len(self.acked) == len(self.bodies), f"only {len(self.acked)} of {len(self.bodies)} acknowledged"
+
+
+def read_triplets(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_bytes().splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out
+
+
+def triplet_view(records: list[dict]) -> dict[int, dict[str, Any]]:
+    """Triplet records as the span attributes the differential check reads (keyed by span id)."""
+    out: dict[int, dict[str, Any]] = {}
+    for r in records:
+        meta = r.get("metadata") or {}
+        out[int(r["span_id"], 16)] = {
+            "tokenfix.status": meta.get("status"),
+            "tokenfix.method": meta.get("method", "<none>"),
+            "tokenfix.response.token_ids": r["response"]["token_ids"],
+        }
+    return out
+
+
+def expected_keys(ledger: Ledger) -> set[tuple[str, str]]:
+    return {(format(e.trace_id, "032x"), format(e.span_id, "016x")) for e in ledger.llm.values()}
+
+
+def run_crash_recovery(tokenizer: Any, *, traces: int = 600, tokenizer_dir: Path | None = None,
+                       workdir: Path | None = None, spool: bool = True, kill_after: float = 0.4,
+                       seed: int = 21) -> tuple[list[tuple[str, str]], bool]:
+    """Send a workload to ``serve --spool``; SIGKILL it once ``kill_after`` of the requests are
+    acknowledged (others in flight), restart it on the same spool and output while the sender keeps
+    retrying, then SIGTERM. Every LLM span must have exactly one triplet, and each must pass the
+    differential check. With ``spool=False`` the same run shows what a crash loses without it."""
+    import tempfile
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="tokenfix-crash-"))
+    if tokenizer_dir is None:
+        tokenizer_dir = tmp / "tokenizer"
+        tokenizer.save_pretrained(tokenizer_dir)
+    out = tmp / "triplets.jsonl"
+    spool_dir = tmp / "spool"
+    cfg = Workload(threads=8, spans=traces * 8, seed=seed, p_llm_root=0.0)
+    bodies, ledger = workload_requests(tokenizer, cfg)
+    port = free_port()
+    args = ["--root-grace", "0.5"] + (["--spool", str(spool_dir)] if spool else [])
+    serve = start_serve(out, tokenizer_dir, *args, http=f"127.0.0.1:{port}")
+    sender = Sender(f"{serve.http}/v1/traces", bodies)
+    t_start = time.monotonic()
+    sender.start()
+    target = int(len(bodies) * kill_after)
+    while len(sender.acked) < target and time.monotonic() - t_start < 300:
+        time.sleep(0.005)
+    in_flight = sender._next - len(sender.acked)
+    serve.kill9()
+    t_kill = time.monotonic()
+    acked_at_kill = len(sender.acked)
+    lines_at_kill = len(read_triplets(out))
+    serve = start_serve(out, tokenizer_dir, *args, http=f"127.0.0.1:{port}")
+    recovery_s = time.monotonic() - t_kill
+    sender.join()
+    rc = serve.stop()
+    records = read_triplets(out)
+    got = Counter((r["trace_id"], r["span_id"]) for r in records)
+    want = expected_keys(ledger)
+    missing = want - set(got)
+    dups = {k: n for k, n in got.items() if n > 1}
+    unexpected = set(got) - want
+    check = differential_check(tokenizer, ledger.llm, triplet_view(records))
+    ok = rc == 0 and not missing and not dups and not unexpected and check.wrong == 0
+    mode = "with --spool" if spool else "without --spool"
+    rows = [
+        (f"requests sent ({mode})", f"{len(bodies)} ({sum(len(b) for b in bodies) / 2**20:.1f} MiB)"),
+        ("spans / LLM spans sent", f"{len(ledger.ended)} / {len(ledger.llm)}"),
+        ("acknowledged before SIGKILL / in flight at SIGKILL", f"{acked_at_kill} / {in_flight}"),
+        ("triplet lines on disk at SIGKILL", f"{lines_at_kill}"),
+        ("sender retries (service down or restarting)", f"{sender.retries}"),
+        ("recovery: SIGKILL -> restarted, spool replayed, ready", f"{recovery_s:.2f} s"),
+        ("triplets expected / written", f"{len(want)} / {sum(got.values())}"),
+        ("missing / duplicated / unexpected triplets", f"{len(missing)} / {len(dups)} / {len(unexpected)}"),
+        ("differential check: decode mismatch / lost tokens", f"{len(check.text_mismatch)} / {len(check.lost_tokens)}"),
+        ("exit code after SIGTERM", f"{rc}"),
+    ]
+    return rows, ok
+
+
+def expects_by_key(ledger: Ledger) -> dict[tuple[str, str], Expect]:
+    return {(format(e.trace_id, "032x"), format(e.span_id, "016x")): e for e in ledger.llm.values()}
+
+
+def random_bodies(n: int, seed: int = 0) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(rng.randint(0, 2000)) for _ in range(n)]
