@@ -25,6 +25,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from .checks import CallCheck
 
 
+def cli_name() -> str:
+    """How to type ``otel-tokenfix`` here: bare if it is on PATH, else the venv's script (``make demo``
+    users have it in ``.venv/bin`` only), relative to the working directory when that is shorter."""
+    import os
+    import shutil
+    import sys
+
+    if shutil.which("otel-tokenfix"):
+        return "otel-tokenfix"
+    script = Path(sys.executable).with_name("otel-tokenfix")
+    if not script.exists():
+        return "otel-tokenfix"
+    try:
+        rel = os.path.relpath(script)
+    except ValueError:  # another drive (Windows)
+        return str(script)
+    return rel if len(rel) < len(str(script)) else str(script)
+
+
 def _mark(ok: bool) -> Text:
     return Text("yes", style="bold green") if ok else Text("NO", style="bold red")
 
@@ -132,7 +151,7 @@ def render(
     if html_path is not None:
         console.print(Text.assemble("html view: ", (str(html_path), "bold")))
     console.print(
-        Text(f"look closer: otel-tokenfix inspect {triplets_path} --tokenizer builtin:qwen", style="cyan"),
+        Text(f"look closer: {cli_name()} inspect {triplets_path} --tokenizer builtin:qwen", style="cyan"),
         soft_wrap=True,
     )
     console.print(Text(f"done in {seconds:.1f} s", style="dim"))
