@@ -43,8 +43,10 @@ TOOL_CALL_PREFIX = "gen_ai.completion.0.tool_calls"
 CAPTURE_STATUS = "tokenfix.capture.status"
 CAPTURE_REASON = "tokenfix.capture.reason"
 CHOICE_INDEX = "tokenfix.choice.index"
-#: The message content of a tool-call reply (it is not what the ids decode to, so not a text key).
-TOOL_REPLY_CONTENT = "tokenfix.capture.content"
+#: The message content when the server parsed tool calls or reasoning out of the sampled text (it is not
+#: what the ids decode to, so it does not go under a text key correction reads), and that reasoning.
+PARSED_CONTENT = "tokenfix.capture.content"
+PARSED_REASONING = "tokenfix.capture.reasoning"
 PROMPT_IDS = conv.PROMPT_IDS
 RESPONSE_IDS = conv.RESPONSE_IDS
 #: Sampled logprobs, as a compact JSON string ``[{"logprob": x}, ...]``: the key (and shape, a subset of
@@ -219,19 +221,21 @@ def response_attributes(
         if opts.agentlightning_keys and prompt_ids is not None:
             attrs["prompt_token_ids"] = tuple(prompt_ids)
             attrs["response_token_ids"] = tuple(choice.token_ids)
-    # The text correction diffs edits against. A tool-call reply's content is not what its ids decode
-    # to (the server parsed the call out of the text), so it is left out: correction decodes the ids.
+    # The text the agent saw. When the server parsed tool calls or reasoning out of the sampled text, the
+    # content is not what the ids decode to, so it stays off the text keys: correction decodes the ids.
     if opts.record_text and choice.text is not None:
-        attrs[TOOL_REPLY_CONTENT if choice.tool_calls else COMPLETION_TEXT] = choice.text
+        attrs[PARSED_CONTENT if choice.parsed else COMPLETION_TEXT] = choice.text
+    if opts.record_text and choice.reasoning:
+        attrs[PARSED_REASONING] = choice.reasoning
     for j, call in enumerate(choice.tool_calls):
         attrs[f"{TOOL_CALL_PREFIX}.{j}.name"] = call.name
         if call.id:
             attrs[f"{TOOL_CALL_PREFIX}.{j}.id"] = call.id
         if opts.capture_content:
             attrs[f"{TOOL_CALL_PREFIX}.{j}.arguments"] = call.arguments
-    if opts.capture_content and not choice.tool_calls:
-        # With tool calls, conventions.read_text would take the text parts for the response text, which
-        # is not what the ids decode to; the tool calls are recorded above instead.
+    if opts.capture_content and not choice.parsed:
+        # With tool calls or reasoning, conventions.read_text would take the text parts for the response
+        # text, which is not what the ids decode to; they are recorded above instead.
         attrs[OUTPUT_MESSAGES] = json.dumps([_output_message(choice)], ensure_ascii=False)
     status, reason = capture_status(data, choice, complete=complete)
     attrs[CAPTURE_STATUS] = status

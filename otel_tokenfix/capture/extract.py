@@ -80,6 +80,13 @@ class ChoiceData:
     finish_reason: str | None = None
     tool_calls: list[ToolCallData] = field(default_factory=list)
     prompt_token_ids: list[int] | None = None  # completions API: vLLM puts prompt ids per choice
+    reasoning: str | None = None  # vLLM's reasoning parser moved <think>...</think> here
+
+    @property
+    def parsed(self) -> bool:
+        """The server parsed part of the sampled text out of ``text`` (tool calls, reasoning), so ``text``
+        is not what the ids decode to."""
+        return bool(self.tool_calls) or bool(self.reasoning)
 
 
 @dataclass
@@ -113,6 +120,15 @@ def _tool_calls(message: Any) -> list[ToolCallData]:
     return out
 
 
+def _reasoning(obj: Any) -> str | None:
+    """``reasoning_content`` (vLLM, DeepSeek) or ``reasoning`` (newer vLLM)."""
+    for name in ("reasoning_content", "reasoning"):
+        value = get(obj, name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def _usage(data: ResponseData, usage: Any) -> None:
     if usage is None:
         return
@@ -135,6 +151,7 @@ def from_response(response: Any, operation: str) -> ResponseData:
             content = get(message, "content")
             item.text = content if isinstance(content, str) else None
             item.tool_calls = _tool_calls(message)
+            item.reasoning = _reasoning(message)
         else:
             text = get(choice, "text")
             item.text = text if isinstance(text, str) else None
@@ -154,6 +171,7 @@ class _ChoiceAcc:
     def __init__(self, index: int) -> None:
         self.index = index
         self.text: list[str] = []
+        self.reasoning: list[str] = []
         self.ids: list[int] = []
         self.saw_ids = False
         self.logprobs: list[float] = []
@@ -174,6 +192,7 @@ class _ChoiceAcc:
             finish_reason=self.finish_reason,
             tool_calls=[self.tools[k] for k in sorted(self.tools)],
             prompt_token_ids=self.prompt_ids,
+            reasoning="".join(self.reasoning) or None,
         )
 
 
@@ -214,6 +233,9 @@ class StreamCollector:
             content = get(delta, "content")
             if isinstance(content, str) and content:
                 acc.text.append(content)
+            reasoning = _reasoning(delta)
+            if reasoning:
+                acc.reasoning.append(reasoning)
             for call in get(delta, "tool_calls") or []:
                 self._feed_tool(acc, call)
         else:

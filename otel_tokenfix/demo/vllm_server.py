@@ -322,8 +322,22 @@ def _logprob_entry(table: TokenTable, token: int, logprob: float, top: int) -> d
 # ---------------------------------------------------------------------------------------- the app
 
 
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """What vLLM's reasoning parser (``--reasoning-parser qwen3``/``deepseek_r1``) returns: the text up to
+    ``</think>`` as ``reasoning_content`` (without ``<think>``), the rest as ``content``."""
+    end = text.find("</think>")
+    if end >= 0:
+        return text[:end].removeprefix("<think>"), text[end + len("</think>") :]
+    if text.startswith("<think>"):
+        return text[len("<think>") :], ""
+    return None, text
+
+
 class _State:
-    def __init__(self, script: Script, tokenizer: Any, model: str, token_ids: bool, strict: bool, seed: int) -> None:
+    def __init__(
+        self, script: Script, tokenizer: Any, model: str, token_ids: bool, strict: bool, seed: int, reasoning: bool
+    ) -> None:
+        self.reasoning_parser = reasoning
         self.script = _Script(script)
         self._tokenizer = tokenizer
         self.model = model
@@ -420,6 +434,9 @@ class _Call:
             ]
             if self.chat:
                 message: dict[str, Any] = {"role": "assistant", "content": self._content(reply, gen)}
+                if self.state.reasoning_parser and message["content"] is not None:
+                    reasoning, content = split_reasoning(message["content"])
+                    message["reasoning_content"], message["content"] = reasoning, content
                 message["tool_calls"] = self._tool_calls_json(reply, i) if reply.tool_calls else []
                 choice["message"] = message
                 choice["logprobs"] = {"content": entries} if self.want_logprobs else None
@@ -490,6 +507,7 @@ class _Call:
 
     async def _stream_choice(self, i: int, reply: Reply, gen: Generation) -> AsyncIterator[bytes]:
         emitted = ""
+        parts = ("", "")  # reasoning, content emitted so far (reasoning-parser mode)
         last = len(gen.token_ids) - 1
         ends_with_eos = bool(gen.token_ids) and gen.token_ids[-1] == self.table.eos_id
         tools_at = last - 1 if ends_with_eos and last > 0 else last
@@ -513,6 +531,12 @@ class _Call:
             choice: dict[str, Any] = {"index": i, "finish_reason": None}
             if self.chat:
                 delta: dict[str, Any] = {"content": text} if text else {}
+                if self.state.reasoning_parser and text:
+                    reasoning, content = split_reasoning(emitted)
+                    now = (reasoning or "", content)
+                    keys = ("reasoning_content", "content")
+                    delta = {k: v[len(p) :] for k, v, p in zip(keys, now, parts, strict=True) if v[len(p) :]}
+                    parts = now
                 if reply.tool_calls and k == tools_at:
                     delta["tool_calls"] = [dict(c, index=j) for j, c in enumerate(self._tool_calls_json(reply, i))]
                 choice["delta"] = delta
@@ -593,6 +617,8 @@ class VLLMLikeServer:
 
     ``token_ids=False``: a server that ignores ``return_token_ids`` (like OpenAI or an older vLLM).
     ``strict=True``: a server that rejects vLLM-only request fields with HTTP 400.
+    ``reasoning_parser=True``: like ``vllm serve --reasoning-parser``: ``<think>...</think>`` goes to
+    ``reasoning_content``, the rest to ``content`` (so ``content`` is not what the ids decode to).
     ``requests`` records every received request body; ``generations`` every sampled choice.
     """
 
@@ -604,11 +630,12 @@ class VLLMLikeServer:
         model: str = DEFAULT_MODEL,
         token_ids: bool = True,
         strict: bool = False,
+        reasoning_parser: bool = False,
         seed: int = 0,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.state = _State(script, tokenizer, model, token_ids, strict, seed)
+        self.state = _State(script, tokenizer, model, token_ids, strict, seed, reasoning_parser)
         self.host, self._port = host, port
         self._server: Any = None
         self._thread: threading.Thread | None = None

@@ -636,3 +636,20 @@ def test_with_streaming_response_is_left_to_the_caller(serve, tracing):
     a = only_span(tracing).attributes
     assert a["tokenfix.capture.status"] == "unsupported_response"
     assert "tokenfix.response.token_ids" not in a
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reasoning_parser_reply_keeps_ids_and_leaves_the_text_key_to_the_decoder(serve, tracing, qwen, stream):
+    text = "<think>\nEasy one.\n</think>\n\nParis."
+    server = serve([Reply(text)], reasoning_parser=True)
+    client = client_for(server, tracing)
+    resp = client.chat.completions.create(model=server.model, messages=MSGS, stream=stream)
+    if stream:
+        for _ in resp:
+            pass
+    a = only_span(tracing).attributes
+    assert list(a["tokenfix.response.token_ids"]) == server.generations[0].token_ids
+    assert qwen.decode(list(a["tokenfix.response.token_ids"]), skip_special_tokens=True) == text
+    assert "gen_ai.completion.0.content" not in a
+    assert a["tokenfix.capture.content"] == "\n\nParis."
+    assert a["tokenfix.capture.reasoning"] == "\nEasy one.\n"

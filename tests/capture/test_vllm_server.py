@@ -208,3 +208,17 @@ def test_server_stops_and_frees_its_port(serve):
     server.stop()
     with pytest.raises(httpx.ConnectError):
         httpx.get(url.replace("/v1", "/health"), timeout=2)
+
+
+def test_reasoning_parser_moves_think_into_reasoning_content(serve, qwen):
+    text = "<think>\nThe user wants a colour.\n</think>\n\nBlue."
+    server = serve([Reply(text), Reply(text)], reasoning_parser=True)
+    body = post(server, "/chat/completions", {"messages": MSGS, "return_token_ids": True}).json()
+    message = body["choices"][0]["message"]
+    assert message["reasoning_content"] == "\nThe user wants a colour.\n"
+    assert message["content"] == "\n\nBlue."
+    assert qwen.decode(body["choices"][0]["token_ids"], skip_special_tokens=True) == text  # ids: all of it
+    events = sse_events(post(server, "/chat/completions", {"messages": MSGS, "stream": True}))
+    deltas = [c["choices"][0]["delta"] for c in events[1:-1] if c["choices"]]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == message["reasoning_content"]
+    assert "".join(d.get("content", "") for d in deltas) == message["content"]
