@@ -653,3 +653,58 @@ def test_reasoning_parser_reply_keeps_ids_and_leaves_the_text_key_to_the_decoder
     assert "gen_ai.completion.0.content" not in a
     assert a["tokenfix.capture.content"] == "\n\nParis."
     assert a["tokenfix.capture.reasoning"] == "\nEasy one.\n"
+
+
+def _echo_script(body, index):
+    return Reply("Answer to " + body["messages"][-1]["content"], split=0.3)
+
+
+def test_concurrent_threads_each_get_their_own_span_and_ids(serve, tracing, qwen):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = serve(_echo_script)
+    client = client_for(server, tracing)
+
+    def agent(n):
+        with tracing.tracer.start_as_current_span(f"agent-{n}") as root:
+            question = f"question {n}"
+            stream = n % 2 == 0
+            resp = client.chat.completions.create(model=server.model, stream=stream,
+                                                  messages=[{"role": "user", "content": question}])
+            if stream:
+                for _ in resp:
+                    pass
+            return root.get_span_context().span_id, question
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(agent, range(24)))
+    spans = {s.parent.span_id: s for s in tracing.llm_spans()}
+    assert len(spans) == 24
+    for parent_id, question in results:
+        ids = list(spans[parent_id].attributes["tokenfix.response.token_ids"])
+        assert qwen.decode(ids, skip_special_tokens=True) == "Answer to " + question
+        prompt = qwen.decode(list(spans[parent_id].attributes["tokenfix.prompt.token_ids"]))
+        assert question + "<|im_end|>" in prompt
+
+
+def test_concurrent_async_tasks_each_get_their_own_span_and_ids(serve, tracing, qwen):
+    server = serve(_echo_script)
+    client = async_client_for(server, tracing)
+
+    async def agent(n):
+        with tracing.tracer.start_as_current_span(f"agent-{n}") as root:
+            stream = await client.chat.completions.create(
+                model=server.model, stream=True, messages=[{"role": "user", "content": f"task {n}"}])
+            async for _ in stream:
+                await asyncio.sleep(0)
+            return root.get_span_context().span_id, f"task {n}"
+
+    async def main():
+        return await asyncio.gather(*(agent(n) for n in range(12)))
+
+    results = asyncio.run(main())
+    spans = {s.parent.span_id: s for s in tracing.llm_spans()}
+    assert len(spans) == 12
+    for parent_id, question in results:
+        ids = list(spans[parent_id].attributes["tokenfix.response.token_ids"])
+        assert qwen.decode(ids, skip_special_tokens=True) == "Answer to " + question
