@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from otel_tokenfix.otlp.decode import parse_request, request_views
+from otel_tokenfix.otlp.decode import parse_request
 from otel_tokenfix.service.journal import SpoolJournal
 from otel_tokenfix.service.pipeline import Pipeline, PipelineOptions
 from otel_tokenfix.triplets.sinks import JsonlSink
