@@ -94,14 +94,20 @@ def split_tokens(tok, ids: list[int], rng: random.Random, rate: float) -> list[i
     return out
 
 
-def median_time(fn: Callable[[], object], min_runs: int = 5, budget: float = 1.5) -> float:
-    times: list[float] = []
+def paired_medians(fa: Callable[[], object], fb: Callable[[], object], budget: float = 2.0) -> tuple[float, float]:
+    """Median seconds of ``fa`` and ``fb``, run alternately so machine load hits both alike."""
+    ta: list[float] = []
+    tb: list[float] = []
     start = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - start < budget and len(times) < 200):
+    while len(ta) < 7 or (time.perf_counter() - start < budget and len(ta) < 300):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        fa()
+        t1 = time.perf_counter()
+        fb()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return statistics.median(ta), statistics.median(tb)
 
 
 @dataclass
@@ -150,8 +156,10 @@ def run_case(tok, name: str, ids: list[int], edited: str, n_edits: int) -> Row:
     c = correct_text(tok, ids, edited)
     assert tok.decode(c.token_ids, skip_special_tokens=True) == edited, "engine result not exact"
     full_ids = tok.encode(edited, add_special_tokens=False) + [ids[-1]]
-    engine_ms = median_time(lambda: correct_text(tok, ids, edited)) * 1e3
-    full_ms = median_time(lambda: tok.encode(edited, add_special_tokens=False)) * 1e3
+    engine_s, full_s = paired_medians(
+        lambda: correct_text(tok, ids, edited), lambda: tok.encode(edited, add_special_tokens=False)
+    )
+    engine_ms, full_ms = engine_s * 1e3, full_s * 1e3
     src_full = align_ids(ids, full_ids, moved=False)
     full_kept = sum(1 for s in src_full if s is not None)
     return Row(
@@ -179,14 +187,14 @@ def main() -> None:
     rng = random.Random(2026)
     rows: list[Row] = []
     for target in (1000, 4000, 32000):
-        text = make_text(rng, target * 5)
+        text = make_text(rng, target * 8)
         ids = tok.encode(text, add_special_tokens=False)[:target]
         text = tok.decode(ids)
         ids = ids + [eos]
         for n_edits in (1, 10):
             edited = edit_text(rng, text, n_edits)
             rows.append(run_case(tok, f"{target // 1000}k canonical", ids, edited, n_edits))
-    text = make_text(rng, 4000 * 5)
+    text = make_text(rng, 4000 * 8)
     ids = tok.encode(text, add_special_tokens=False)[:4000]
     ids = split_tokens(tok, ids, rng, 0.03) + [eos]
     text = tok.decode(ids, skip_special_tokens=True)

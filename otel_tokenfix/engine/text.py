@@ -49,6 +49,7 @@ class _Doc:
     cut_k: np.ndarray  # allowed cut points, as boundaries 0..nv between visible tokens
     cut_d: np.ndarray  # display-byte offset of each allowed cut
     disp: bytes  # what decode shows (after the dummy-prefix strip)
+    disp_text: str  # the same, decoded
     clean: bool  # display == valid UTF-8 of the token bytes (byte-level check is a proof)
     bad: np.ndarray | None = None  # per segment between cuts: shows U+FFFD for invalid bytes (never an anchor)
 
@@ -122,9 +123,10 @@ def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarra
         b = b""
     s0 = 1 if table.strip_leading_space and b[:1] == b" " else 0
     try:
-        b[s0:].decode("utf-8")
+        disp_text = b[s0:].decode("utf-8")
         clean = True
     except UnicodeDecodeError:
+        disp_text = ""
         clean = False
     nv = int(vids.size)
     if clean:
@@ -134,7 +136,7 @@ def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarra
             ok[1:-1] = (raw[inner] & 0xC0) != 0x80
         cut_k = np.flatnonzero(ok)
         cut_d = np.maximum(off[cut_k] - s0, 0)
-        return _Doc(ids, vis, vids, cut_k, cut_d, b[s0:], True)
+        return _Doc(ids, vis, vids, cut_k, cut_d, b[s0:], disp_text, True)
     # Dirty: invalid UTF-8 in the token bytes (a cut multi-byte char, an SPM byte run). Cut only where the
     # decoder provably restarts, decode each segment like the decoder does, and check against it.
     vlist = vids.tolist()
@@ -169,7 +171,7 @@ def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarra
         except UnicodeDecodeError:
             bad[j] = True
     cut_k = np.asarray(ks if nv else [0], dtype=np.int64)
-    return _Doc(ids, vis, vids, cut_k, cut_d, disp.encode("utf-8"), False, bad)
+    return _Doc(ids, vis, vids, cut_k, cut_d, disp.encode("utf-8"), disp, False, bad)
 
 
 @dataclass
@@ -417,7 +419,7 @@ def correct_text(
         raise TokenFixError("edited_text contains lone surrogates and cannot be tokenized") from exc
     doc = _build_doc(table, tokenizer, ids, arr, view)
     if doc is not None:
-        disp_s = doc.disp.decode("utf-8")
+        disp_s = doc.disp_text
         regions = char_to_byte_regions(disp_s, edited_text, diff_text(disp_s, edited_text))
         if not regions:
             return make_correction(ids, ids, list(range(len(ids))), logprobs=lp, method="unchanged", text=edited_text)
