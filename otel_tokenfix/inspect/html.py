@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from .model import KINDS, CallView, Summary
+from .model import CONTEXT, KINDS, CallView, Summary
 
-_CLASS = {"sampled": "s", "shifted": "h", "inserted": "i", "removed": "r"}
+_CLASS = {"sampled": "s", "shifted": "h", "inserted": "i", "removed": "r", "context": "c"}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5rem;color:#1d1d1f;
@@ -31,6 +31,7 @@ details.call>summary{cursor:pointer;font-weight:600;padding:.2rem 0}
 .h{background:#fff1c2}.t.h:nth-child(even){background:#ffe59a}
 .i{background:#cfe8ff;outline:1px solid #4a90d9}
 .r{background:#ffd9d9;color:#a00;text-decoration:line-through}
+.c{color:#888;background:#f1f1f1}
 .note{color:#a60;font-size:.8rem}
 button{font-size:.8rem;margin-right:.4rem}
 """
@@ -73,11 +74,12 @@ def _token(piece_kind: str, text: str, token_id: int | None, logprob: float | No
 
 def _call(call: CallView, open_: bool) -> str:
     counts = " · ".join(f"{k} {call.count(k)}" for k in KINDS)
+    what = f"trajectory {call.index} ({call.calls} calls)" if call.calls > 1 else f"call {call.index}"
     tokens = "".join(_token(p.kind, p.text, p.token_id, p.logprob) for p in call.pieces)
     note = f'<div class="note">{escape(call.note)}</div>' if call.note else ""
     return (
         f'<details class="call" data-index="{call.index}"{" open" if open_ else ""}>'
-        f"<summary>call {call.index} · {escape(call.model or 'model ?')} · {escape(call.status)} "
+        f"<summary>{what} · {escape(call.model or 'model ?')} · {escape(call.status)} "
         f'<span class="meta">reward {_fmt(call.reward)} · {counts} · continuation {escape(call.continuation)}</span>'
         f'</summary><div class="meta">trace {escape(call.trace_id)} · span {escape(call.span_id)} · prompt '
         f"{call.prompt_tokens} tokens · {call.edits} edit(s)</div>{note}"
@@ -87,7 +89,8 @@ def _call(call: CallView, open_: bool) -> str:
 
 def render_html(calls: Sequence[CallView], summary: Summary, *, title: str = "otel-tokenfix inspect") -> str:
     """The whole page as a string. Calls with edits start open; with few calls, all do."""
-    legend = "".join(f'<span class="key {_CLASS[k]}">{k}</span>' for k in KINDS)
+    kinds = (*KINDS, CONTEXT) if any(c.count(CONTEXT) for c in calls) else KINDS
+    legend = "".join(f'<span class="key {_CLASS[k]}">{"between turns" if k == CONTEXT else k}</span>' for k in kinds)
     body = "".join(_call(c, open_=len(calls) <= 8 or c.status != "unchanged") for c in calls)
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'

@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Integer provenance codes used on spans and in triplets (see engine/correction.py).
 _CODE_NAMES = {0: "inserted", 1: "sampled", 2: "shifted"}
 KINDS = ("sampled", "shifted", "inserted", "removed")
+#: Trajectory records (several calls merged) also hold the tokens between turns (observations, templates).
+CONTEXT = "context"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class CallView:
     continuation: str
     has_original: bool
     note: str = ""
+    calls: int = 1
 
     def count(self, kind: str) -> int:
         return sum(1 for p in self.pieces if p.kind == kind)
@@ -254,13 +257,16 @@ def call_view(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None,
     logprobs = _floats(response.get("log_probs", response.get("logprobs")), n)
     texts = token_pieces(tokenizer, ids)
 
+    context = _between_turns(meta.get("turns"), n)
+    for pos in context:
+        prov[pos] = CONTEXT
     original = original_ids_of(record)
     note = ""
     removed_at: dict[int, list[int]] = {}
     if original is not None:
         src = source_index_of(record, n) or _align(original, ids)
         removed_at = _removed_before(src, original, ids)
-    elif any(p != "sampled" for p in prov):
+    elif any(p in ("shifted", "inserted") for p in prov):
         note = "record carries no original ids: removed text cannot be shown"
 
     def removed_pieces(pos: int) -> list[Piece]:
@@ -277,7 +283,9 @@ def call_view(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None,
     pieces.extend(removed_pieces(n))
 
     reward = record.get("reward")
-    status = str(meta.get("status") or ("corrected" if any(p != "sampled" for p in prov) else "unchanged"))
+    status = str(
+        meta.get("status") or ("corrected" if any(p in ("shifted", "inserted") for p in prov) else "unchanged")
+    )
     edits = meta.get("edits")
     return CallView(
         index=int(record.get("index", position)) if isinstance(record.get("index", position), int) else position,
@@ -292,7 +300,19 @@ def call_view(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None,
         continuation=_continuation_text(meta),
         has_original=original is not None,
         note=note,
+        calls=meta["calls"] if isinstance(meta.get("calls"), int) and meta["calls"] > 0 else 1,
     )
+
+
+def _between_turns(turns: Any, n: int) -> set[int]:
+    """Response positions outside every turn's ``[start, end)`` range (trajectory records only)."""
+    if not isinstance(turns, list) or not turns:
+        return set()
+    inside: set[int] = set()
+    for turn in turns:
+        if isinstance(turn, dict) and isinstance(turn.get("start"), int) and isinstance(turn.get("end"), int):
+            inside.update(range(max(0, turn["start"]), min(n, turn["end"])))
+    return set(range(n)) - inside if inside else set()
 
 
 def build(

@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .model import KINDS, CallView, Summary
+from .model import CONTEXT, KINDS, CallView, Summary
 
 #: one style per provenance; two backgrounds alternate so token boundaries stay visible.
 STYLES: dict[str, tuple[str, str]] = {
@@ -22,17 +22,19 @@ STYLES: dict[str, tuple[str, str]] = {
     "shifted": ("yellow", "yellow on grey11"),
     "inserted": ("bold cyan", "bold cyan on grey11"),
     "removed": ("red strike", "red strike on grey11"),
+    "context": ("dim", "dim on grey11"),
 }
 #: wdiff-style markers used when the console has no colour (pipes, NO_COLOR): removed [-..-], inserted {+..+}.
 MARKERS = {"removed": ("[-", "-]"), "inserted": ("{+", "+}")}
 #: styles of the count columns (a struck-through number would read as "not counted").
 COUNT_STYLES = {kind: STYLES[kind][0].replace(" strike", "") for kind in STYLES}
 LABELS = {"sampled": "sampled", "shifted": "shifted", "inserted": "inserted", "removed": "removed"}
+LABELS["context"] = "between turns"
 
 
-def legend(*, markers: bool = False) -> Text:
+def legend(*, markers: bool = False, context: bool = False) -> Text:
     text = Text("legend: ")
-    for kind in KINDS:
+    for kind in (*KINDS, CONTEXT) if context else KINDS:
         label = LABELS[kind]
         if markers and kind in MARKERS:
             label = MARKERS[kind][0] + label + MARKERS[kind][1]
@@ -97,7 +99,8 @@ def response_text(call: CallView, *, markers: bool = False) -> Text:
 
 
 def call_panel(call: CallView, *, markers: bool = False) -> Panel:
-    title = f"call {call.index} · {call.model or 'model ?'} · {call.status}"
+    what = f"trajectory {call.index} ({call.calls} calls)" if call.calls > 1 else f"call {call.index}"
+    title = f"{what} · {call.model or 'model ?'} · {call.status}"
     counts = "  ".join(f"{k} {call.count(k)}" for k in KINDS)
     meta = Text(f"span {call.span_id} · prompt {call.prompt_tokens} tokens · {counts}", style="dim")
     parts: list[Text] = [meta]
@@ -112,7 +115,7 @@ def render(calls: Sequence[CallView], summary: Summary, console: Console | None 
     console = console or Console()
     console.print(summary_table(summary, calls, limit))
     markers = console.no_color or console.color_system is None
-    console.print(legend(markers=markers))
+    console.print(legend(markers=markers, context=any(c.count(CONTEXT) for c in calls)))
     shown = calls if limit <= 0 else calls[:limit]
     for call in shown:
         console.print(call_panel(call, markers=markers))

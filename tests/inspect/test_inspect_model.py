@@ -147,3 +147,31 @@ def test_record_without_original_ids_says_so(qwen):
 )
 def test_continuation_phrase(cont, expected):
     assert _continuation_text({"continuation": cont}) == expected
+
+
+def test_trajectory_tokens_between_turns_are_context_not_inserted(qwen):
+    turn_a = qwen.encode("Searching.", add_special_tokens=False)
+    between = qwen.encode("<|im_end|>\n<|im_start|>user\nresult<|im_end|>\n<|im_start|>assistant\n")
+    turn_b = qwen.encode("Done.", add_special_tokens=False)
+    ids = turn_a + between + turn_b
+    a, b = len(turn_a), len(turn_a) + len(between)
+    prov = [2] * a + [0] * len(between) + [1] * len(turn_b)
+    rec = {
+        "trace_id": "e" * 32,
+        "span_id": "f" * 16,
+        "index": 0,
+        "prompt": {"token_ids": [1]},
+        "response": {"token_ids": ids, "log_probs": None, "mask": [1] * len(ids), "provenance": prov},
+        "reward": None,
+        "metadata": {
+            "status": "corrected",
+            "edits": 1,
+            "calls": 2,
+            "turns": [{"span_id": "f" * 16, "start": 0, "end": a}, {"span_id": "9" * 16, "start": b, "end": len(ids)}],
+        },
+    }
+    view = call_view(rec, qwen)
+    assert view.calls == 2
+    assert view.count("context") == len(between)
+    assert view.count("inserted") == 0 and view.count("shifted") == a and view.count("sampled") == len(turn_b)
+    assert "".join(p.text for p in view.pieces if p.kind == "context") == qwen.decode(between)
