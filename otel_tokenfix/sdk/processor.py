@@ -56,7 +56,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         tokenizers: one tokenizer, a mapping model name -> tokenizer (``"*"`` = any), or a callable
             ``model -> tokenizer | None`` (see :class:`otel_tokenfix.sdk.tokenizers.TokenizerResolver`).
         default_tokenizer: used when ``tokenizers`` has none for a span's model.
-        max_traces / max_spans / hold_timeout: bounds; when hit, the oldest held spans are forwarded
+        max_traces / max_spans / max_ids / hold_timeout: bounds; when hit, the oldest held spans are forwarded
             uncorrected with ``tokenfix.status=error`` and the reason.
         root_grace: seconds a root LLM span (a trace of its own) stays held for edits from later traces.
         timer_interval: seconds between background checks of timeouts (``None``: check only in
@@ -74,7 +74,8 @@ class TokenFixSpanProcessor(SpanProcessor):
         conventions: Conventions | None = None,
         max_traces: int = 1024,
         max_spans: int = 8192,
-        hold_timeout: float = 300.0,
+        max_ids: int = 4_000_000,
+        hold_timeout: float = 1800.0,
         root_grace: float = 2.0,
         timer_interval: float | None = 1.0,
         mark_unchanged: bool = False,
@@ -89,6 +90,7 @@ class TokenFixSpanProcessor(SpanProcessor):
             conventions=self.conventions,
             max_traces=max_traces,
             max_spans=max_spans,
+            max_ids=max_ids,
             hold_timeout=hold_timeout,
             root_grace=root_grace,
             clock=clock,
@@ -217,7 +219,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         self._lock = threading.Lock()
         a = self._assembly
         self._assembly = TraceAssembly(
-            conventions=a.conventions, max_traces=a.max_traces, max_spans=a.max_spans,
+            conventions=a.conventions, max_traces=a.max_traces, max_spans=a.max_spans, max_ids=a.max_ids,
             hold_timeout=a.hold_timeout, root_grace=a.root_grace, clock=a.clock,
         )
         self._stop = threading.Event()

@@ -10,7 +10,8 @@ a typo in an env var must not stop the user's application.
 | ``OTEL_TOKENFIX_DEFAULT_TOKENIZER`` | tokenizer for any other model | none |
 | ``OTEL_TOKENFIX_MAX_TRACES`` | traces held at most | 1024 |
 | ``OTEL_TOKENFIX_MAX_SPANS`` | spans held at most | 8192 |
-| ``OTEL_TOKENFIX_HOLD_TIMEOUT`` | seconds a trace is held waiting for its root | 300 |
+| ``OTEL_TOKENFIX_HOLD_TIMEOUT`` | seconds a trace is held waiting for its root | 1800 |
+| ``OTEL_TOKENFIX_MAX_IDS`` | token ids on held spans at most (memory bound) | 4000000 |
 | ``OTEL_TOKENFIX_ROOT_GRACE`` | seconds a root LLM span waits for edits from later traces | 2 |
 | ``OTEL_TOKENFIX_TIMER_INTERVAL`` | seconds between background timeout checks (0: none) | 1 |
 | ``OTEL_TOKENFIX_OVERWRITE_SOURCE_KEY`` | write corrected ids under the key they came from | true |
@@ -88,7 +89,8 @@ class Settings:
     default_tokenizer: str | None = None
     max_traces: int = 1024
     max_spans: int = 8192
-    hold_timeout: float = 300.0
+    hold_timeout: float = 1800.0
+    max_ids: int = 4_000_000
     root_grace: float = 2.0
     timer_interval: float = 1.0
     overwrite_source_key: bool = True
@@ -105,6 +107,7 @@ class Settings:
             max_traces=_number(env, "MAX_TRACES", d.max_traces, int, 1),
             max_spans=_number(env, "MAX_SPANS", d.max_spans, int, 1),
             hold_timeout=_number(env, "HOLD_TIMEOUT", d.hold_timeout),
+            max_ids=_number(env, "MAX_IDS", d.max_ids, int, 1),
             root_grace=_number(env, "ROOT_GRACE", d.root_grace),
             timer_interval=_number(env, "TIMER_INTERVAL", d.timer_interval),
             overwrite_source_key=_flag(env, "OVERWRITE_SOURCE_KEY", d.overwrite_source_key),
@@ -123,7 +126,8 @@ class Settings:
 
     def assembly_kwargs(self) -> dict[str, Any]:
         """Bounds for a :class:`~otel_tokenfix.trace.assembly.TraceAssembly`."""
-        return dict(max_traces=self.max_traces, max_spans=self.max_spans, hold_timeout=self.hold_timeout,
+        return dict(max_traces=self.max_traces, max_spans=self.max_spans, max_ids=self.max_ids,
+                    hold_timeout=self.hold_timeout,
                     root_grace=self.root_grace)
 
     def processor_kwargs(self, resolver: Any = None) -> dict[str, Any]:

@@ -12,9 +12,10 @@ The rules:
   held ``root_grace`` seconds more, so an edit from a *later* trace naming its span id or response id
   still reaches it: edits with an explicit target held in another trace are routed there (the carrier
   joins that trace's ``foreign`` spans and the edit is noted ``routed`` in its own trace);
-- bounds: at most ``max_traces`` traces and ``max_spans`` held spans (spans kept only for their edit
-  events count too, so an agent editing in a loop under a root that never ends stays bounded); a trace held longer than
-  ``hold_timeout`` seconds without its root ending is released; such early releases have
+- bounds: at most ``max_traces`` traces, ``max_spans`` held spans (spans kept only for their edit
+  events count too, so an agent editing in a loop under a root that never ends stays bounded) and
+  ``max_ids`` token ids on held spans (memory: a 32k-token span weighs 32 of 1k); a trace held longer
+  than ``hold_timeout`` seconds without its root ending is released; such early releases have
   ``correct=False`` (forward uncorrected, marked with the reason) — spans are never dropped;
 - an edit whose target was already released is *late*: counted, noted ``late``, reported in
   :attr:`TraceAssembly.recent_late`;
@@ -43,9 +44,10 @@ REASON_ROOT_GRACE = "root_grace"
 REASON_TIMEOUT = "timeout"
 REASON_MAX_TRACES = "max_traces"
 REASON_MAX_SPANS = "max_spans"
+REASON_MAX_IDS = "max_ids"
 REASON_FLUSH = "flush"
 REASON_SHUTDOWN = "shutdown"
-EARLY_REASONS = (REASON_TIMEOUT, REASON_MAX_TRACES, REASON_MAX_SPANS)
+EARLY_REASONS = (REASON_TIMEOUT, REASON_MAX_TRACES, REASON_MAX_SPANS, REASON_MAX_IDS)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class _Trace:
     """One trace being held (a plain slots class: created once per trace on the hot path)."""
 
     __slots__ = ("trace_id", "created", "held", "response_ids", "context", "foreign", "notes", "root_ended",
-                 "grace_until")
+                 "grace_until", "ids")
 
     def __init__(self, trace_id: int, created: float) -> None:
         self.trace_id = trace_id
@@ -106,6 +108,7 @@ class _Trace:
         self.notes: dict[EditKey, str] = {}
         self.root_ended = False
         self.grace_until: float | None = None
+        self.ids = 0
 
 
 class TraceAssembly:
@@ -119,16 +122,18 @@ class TraceAssembly:
         conventions: Conventions = cv.DEFAULT_CONVENTIONS,
         max_traces: int = 1024,
         max_spans: int = 8192,
-        hold_timeout: float = 300.0,
+        hold_timeout: float = 1800.0,
         root_grace: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
-        memory: int = 65536,
+        memory: int = 16384,
+        max_ids: int = 4_000_000,
     ) -> None:
         self.conventions = conventions
         self._hold = hold or (lambda span: cv.has_response_key(span, conventions))
         self._remember = remember or (lambda span: cv.has_edit_events(span, conventions))
         self.max_traces = max(1, int(max_traces))
         self.max_spans = max(1, int(max_spans))
+        self.max_ids = max(1, int(max_ids))
         self.hold_timeout = float(hold_timeout)
         self.root_grace = max(0.0, float(root_grace))
         self.clock = clock
@@ -141,6 +146,8 @@ class TraceAssembly:
         self._released_responses: OrderedDict[str, str] = OrderedDict()
         self._released_traces: OrderedDict[int, str] = OrderedDict()
         self.held_spans = 0
+        #: token ids held (prompt + response attributes, estimated by length): memory is bounded by ids
+        self.held_ids = 0
         #: spans kept only for their edit events (context, routed carriers): they count against max_spans too
         self.context_spans = 0
         self.late_edits = 0
@@ -169,6 +176,9 @@ class TraceAssembly:
             entry = entry or self._new_entry(span.trace_id, now)
             entry.held.append(span)
             self.held_spans += 1
+            weight = _ids_weight(span, self.conventions)
+            entry.ids += weight
+            self.held_ids += weight
             self._by_span[span.span_id] = span.trace_id
             response_id = cv.read_response_id(span, self.conventions)
             if response_id:
@@ -278,6 +288,7 @@ class TraceAssembly:
     def _finish(self, entry: _Trace, reason: str, *, complete: bool, correct: bool) -> list[Release]:
         self._traces.pop(entry.trace_id, None)
         self.held_spans -= len(entry.held)
+        self.held_ids -= entry.ids
         self.context_spans -= len(entry.context) + len(entry.foreign)
         for span in entry.held:
             self._by_span.pop(span.span_id, None)
@@ -349,4 +360,23 @@ class TraceAssembly:
             if entry is None:  # pragma: no cover - the counters count only entries' spans
                 break
             releases.extend(self._finish(entry, REASON_MAX_SPANS, complete=entry.root_ended, correct=entry.root_ended))
+        while self.held_ids > self.max_ids:
+            entry = next((t for t in self._traces.values() if t.held), None)
+            if entry is None:  # pragma: no cover - held_ids counts only entries' held spans
+                break
+            releases.extend(self._finish(entry, REASON_MAX_IDS, complete=entry.root_ended, correct=entry.root_ended))
         return releases
+
+
+def _ids_weight(span: SpanView, conv: Conventions) -> int:
+    """Token ids a held span keeps alive, estimated without parsing (an array's length; a repr string's
+    length / 6, about what one id takes written out)."""
+    attrs = span.attributes
+    total = 0
+    for key in conv.prompt_keys + conv.response_keys:
+        value = attrs.get(key)
+        if isinstance(value, (tuple, list)):
+            total += len(value)
+        elif isinstance(value, str):
+            total += len(value) // 6
+    return total

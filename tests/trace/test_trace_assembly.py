@@ -193,3 +193,15 @@ def test_every_held_span_leaves_exactly_once(ops, max_traces, max_spans) -> None
         out.extend(x.span_id for x in rel.spans)
     assert sorted(out) == sorted(held) and len(set(out)) == len(out)
     assert len(a) == 0
+
+
+def test_max_ids_bounds_memory_by_token_count() -> None:
+    a, _ = make(max_ids=25)
+    t1, t2 = new_id(), new_id()
+    a.add(llm(t1, list(range(10)), parent=1))
+    a.add(llm(t1, list(range(10)), parent=1))
+    assert a.held_ids == 20
+    big = span(t2, parent=2, name="llm", attrs={"llm.hosted_vllm.response_token_ids": repr([list(range(100, 110))])})
+    [rel] = a.add(big).releases  # a repr string is weighed by length too (~10 ids)
+    assert rel.trace_id == t1 and rel.reason == asm.REASON_MAX_IDS and not rel.correct
+    assert a.held_ids < 25 and len(a) == 1
