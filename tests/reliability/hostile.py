@@ -117,3 +117,110 @@ span_shape = st.fixed_dictionaries(
     }
 )
 trace_batch = st.lists(span_shape, min_size=1, max_size=12)
+
+
+# --- OTLP requests ------------------------------------------------------------------------------------------
+def any_value(v, depth: int = 0):
+    """A hostile Python value as an OTLP AnyValue (what a buggy or malicious exporter can send)."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    out = AnyValue()
+    if v is None:
+        return out
+    if isinstance(v, bool):
+        out.bool_value = v
+    elif isinstance(v, int):
+        if -(2**63) <= v < 2**63:
+            out.int_value = v
+        else:
+            out.string_value = str(v)
+    elif isinstance(v, float):
+        out.double_value = v
+    elif isinstance(v, bytes):
+        out.bytes_value = v
+    elif isinstance(v, str):
+        out.string_value = v.encode("utf-8", "replace").decode("utf-8")  # protobuf refuses lone surrogates
+    elif isinstance(v, dict) and depth < 4:
+        for k, x in v.items():
+            out.kvlist_value.values.append(
+                KeyValue(key=k.encode("utf-8", "replace").decode(), value=any_value(x, depth + 1))
+            )
+    elif isinstance(v, (list, tuple)) and depth < 4:
+        for x in v:
+            out.array_value.values.append(any_value(x, depth + 1))
+    else:
+        out.string_value = repr(v)[:1000]
+    return out
+
+
+def _kvs(attrs: dict):
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    return [KeyValue(key=k, value=any_value(v)) for k, v in attrs.items()]
+
+
+otlp_id = st.one_of(st.binary(min_size=0, max_size=40), st.integers(1, 6).map(lambda i: i.to_bytes(8, "big")))
+otlp_span = st.fixed_dictionaries(
+    {
+        "trace_id": st.one_of(st.integers(1, 3).map(lambda i: i.to_bytes(16, "big")), st.binary(max_size=40)),
+        "span_id": otlp_id,
+        "parent_span_id": st.one_of(st.just(b""), otlp_id),
+        "name": st.text(max_size=30),
+        "start": st.integers(0, 2**64 - 1),
+        "end": st.integers(0, 2**64 - 1),
+        "flags": st.integers(0, 2**32 - 1),
+        "kind": st.integers(0, 2**31 - 1),
+        "attributes": attributes,
+        "events": st.lists(
+            st.tuples(st.sampled_from(["text.edited", "text.edited", "x"]), edit_attributes, st.integers(0, 2**64 - 1)),
+            max_size=3,
+        ),
+        "resource": st.dictionaries(st.sampled_from(["agentlightning.rollout_id", "service.name"]), value, max_size=2),
+    }
+)
+
+
+def otlp_request(spans: list[dict]) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    for s in spans:
+        rs = req.resource_spans.add()
+        rs.resource.attributes.extend(_kvs(s["resource"]))
+        sp = rs.scope_spans.add().spans.add()
+        sp.trace_id, sp.span_id, sp.parent_span_id = s["trace_id"], s["span_id"], s["parent_span_id"]
+        sp.name = s["name"].encode("utf-8", "replace").decode()
+        sp.start_time_unix_nano, sp.end_time_unix_nano = s["start"], s["end"]
+        sp.flags = s["flags"]
+        sp.kind = s["kind"]
+        sp.attributes.extend(_kvs({"gen_ai.request.model": "qwen", **s["attributes"]}))
+        for name, attrs, t in s["events"]:
+            ev = sp.events.add()
+            ev.name, ev.time_unix_nano = name, t
+            ev.attributes.extend(_kvs(attrs))
+    return req.SerializeToString()
+
+
+def mutate(body: bytes, how: str, at: int) -> bytes:
+    """Damage a valid body: cut it, flip a byte, or plant invalid UTF-8 where a string was."""
+    if not body:
+        return body
+    i = at % len(body)
+    if how == "truncate":
+        return body[:i]
+    if how == "flip":
+        return body[:i] + bytes([body[i] ^ 0xFF]) + body[i + 1 :]
+    if how == "utf8" and b"qwen" in body:
+        return body.replace(b"qwen", b"\xff\xfe\xfd\xfc", 1)
+    return body
+
+
+otlp_body = st.one_of(
+    st.lists(otlp_span, min_size=1, max_size=6).map(otlp_request),
+    st.tuples(
+        st.lists(otlp_span, min_size=1, max_size=4).map(otlp_request),
+        st.sampled_from(["truncate", "flip", "utf8", "none"]),
+        st.integers(0, 10**6),
+    ).map(lambda t: mutate(*t)),
+    st.binary(max_size=300),
+)
