@@ -113,8 +113,8 @@ def build_records(
             "complete": complete,
             "release_reason": release_reason,
             "tokens": {
-                "kept": sum(1 for p in prov if p != 0),
-                "inserted": sum(1 for p in prov if p == 0),
+                "kept": len(prov) - prov.count(0),
+                "inserted": prov.count(0),
                 "removed": int(c.removed),
             },
             "continuation": None if cont is None else cont.to_dict(),

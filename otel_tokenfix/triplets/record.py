@@ -19,17 +19,24 @@ MASK_POLICIES: tuple[str, ...] = ("kept", "sampled", "all")
 #: Provenance codes in records (same as on spans): 0 inserted, 1 sampled, 2 shifted.
 INSERTED, SAMPLED, SHIFTED = 0, 1, 2
 _NAMES_TO_CODES = {"inserted": INSERTED, "sampled": SAMPLED, "shifted": SHIFTED}
+_CODES = frozenset((INSERTED, SAMPLED, SHIFTED))
 
 
 def provenance_codes(provenance: Sequence[Any]) -> list[int]:
     """Normalise provenance given as names (``"sampled"``) or codes (``1``) to codes."""
+    values = list(provenance)
+    if not values or not isinstance(values[0], str):
+        if set(values) <= _CODES:
+            return [int(v) for v in values] if any(type(v) is not int for v in values) else values
+        bad = next(v for v in values if v not in _CODES)
+        raise ValueError(f"unknown provenance code {bad!r}")
     out: list[int] = []
-    for p in provenance:
+    for p in values:
         if isinstance(p, str):
             out.append(_NAMES_TO_CODES[p])
         else:
             code = int(p)
-            if code not in (INSERTED, SAMPLED, SHIFTED):
+            if code not in _CODES:
                 raise ValueError(f"unknown provenance code {p!r}")
             out.append(code)
     return out
@@ -60,14 +67,8 @@ def normalize_log_probs(log_probs: Sequence[Any] | None, length: int) -> list[fl
     """
     if log_probs is None or len(log_probs) != length:
         return None
-    out: list[float | None] = []
-    for v in log_probs:
-        if v is None:
-            out.append(None)
-            continue
-        f = float(v)
-        out.append(f if math.isfinite(f) else None)
-    return out
+    isfinite = math.isfinite
+    return [None if v is None or not isfinite(v) else float(v) for v in log_probs]
 
 
 @dataclass

@@ -75,3 +75,16 @@ def test_next_prompt_too_short(qwen):
     r1 = [*enc(qwen, "Hello!"), IM_END]
     c = check_continuation(p1, r1, p1 + r1[:1])
     assert not c.holds and c.kind == END and c.position == len(p1) + 1 and c.found is None
+
+
+def test_long_sequences_find_the_exact_first_mismatch():
+    base = list(range(3000))
+    for pos in (0, 1, 511, 512, 513, 1024, 2999):
+        nxt = base[:pos] + [-1] + base[pos + 1 :] + [7, 7]
+        c = check_continuation(base[:1500], base[1500:], nxt)
+        if pos < 1500:
+            assert c.kind == PROMPT and c.position == pos
+        else:
+            assert c.kind == RESPONSE and c.position == pos and c.response_position == pos - 1500
+    assert check_continuation(base[:1500], base[1500:], [*base, 1, 2]).holds
+    assert check_continuation(tuple(base[:10]), tuple(base[10:20]), base[:25]).holds  # tuples and lists mix
