@@ -176,8 +176,15 @@ def _output_message(choice: ChoiceData) -> dict:
     return out
 
 
-def capture_status(data: ResponseData, choice: ChoiceData, *, complete: bool = True) -> tuple[str, str | None]:
+NOT_REQUESTED = "token ids were not requested (request_token_ids=False, or a hosted OpenAI endpoint)"
+
+
+def capture_status(
+    data: ResponseData, choice: ChoiceData, *, complete: bool = True, requested: bool = True
+) -> tuple[str, str | None]:
     """``tokenfix.capture.status`` and a reason, so correction can say *why* a span has no ids."""
+    if choice.token_ids is None and not requested:
+        return STATUS_NO_IDS, NOT_REQUESTED
     if choice.token_ids is None:
         return STATUS_NO_IDS, "the server returned no choices[].token_ids (does it support return_token_ids?)"
     if data.prompt_ids_for(choice) is None:
@@ -190,7 +197,13 @@ def capture_status(data: ResponseData, choice: ChoiceData, *, complete: bool = T
 
 
 def response_attributes(
-    data: ResponseData, choice: ChoiceData, opts: AttributeOptions, *, complete: bool = True, n_choices: int = 1
+    data: ResponseData,
+    choice: ChoiceData,
+    opts: AttributeOptions,
+    *,
+    complete: bool = True,
+    n_choices: int = 1,
+    requested: bool = True,
 ) -> dict[str, Any]:
     """Attributes of one choice's span (choice 0 goes on the call span, others on child spans)."""
     attrs: dict[str, Any] = {}
@@ -237,7 +250,7 @@ def response_attributes(
         # With tool calls or reasoning, conventions.read_text would take the text parts for the response
         # text, which is not what the ids decode to; they are recorded above instead.
         attrs[OUTPUT_MESSAGES] = json.dumps([_output_message(choice)], ensure_ascii=False)
-    status, reason = capture_status(data, choice, complete=complete)
+    status, reason = capture_status(data, choice, complete=complete, requested=requested)
     attrs[CAPTURE_STATUS] = status
     if reason:
         attrs[CAPTURE_REASON] = reason

@@ -133,8 +133,8 @@ def _unwrapped(func: Any) -> Any:
 def instrument_openai(
     client: Any = None,
     *,
-    request_token_ids: bool = True,
-    request_logprobs: bool = True,
+    request_token_ids: bool | None = None,
+    request_logprobs: bool | None = None,
     capture_content: bool | None = None,
     record_text: bool = True,
     provider_name: str = "openai",
@@ -145,8 +145,9 @@ def instrument_openai(
     """Capture token ids on every chat-completions / completions call (all clients, or just ``client``).
 
     - ``request_token_ids`` / ``request_logprobs``: add ``return_token_ids: true`` / ``logprobs`` to the
-      request body (``extra_body``) unless the caller set them; turn off for servers that reject unknown
-      fields (the span then says ``tokenfix.capture.status = "no_token_ids"``).
+      request body (``extra_body``) unless the caller set them. ``None`` (default): for every server but
+      hosted OpenAI endpoints, whose API rejects unknown fields; ``False`` for other such servers (the
+      span then says ``tokenfix.capture.status = "no_token_ids"``).
     - ``capture_content``: record prompts and output messages (default: the env var
       ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``). ``record_text``: record the response
       text correction diffs edits against (``gen_ai.completion.0.content``) even without that opt-in.

@@ -33,8 +33,9 @@ _OTHER_LLM_KEYS = ("gen_ai.system", "gen_ai.operation.name", "gen_ai.provider.na
 class CaptureOptions:
     """How calls are captured (see :func:`otel_tokenfix.instrument_openai`)."""
 
-    request_token_ids: bool = True
-    request_logprobs: bool = True
+    #: ``None`` (auto): ask every server except hosted OpenAI endpoints (see :func:`is_hosted_openai`)
+    request_token_ids: bool | None = None
+    request_logprobs: bool | None = None
     capture_content: bool | None = None
     record_text: bool = True
     provider_name: str = "openai"
@@ -58,17 +59,37 @@ def _unset(kwargs: Mapping[str, Any], name: str) -> bool:
     return type(kwargs[name]).__name__ in ("Omit", "NotGiven")
 
 
-def prepare_kwargs(kwargs: dict[str, Any], opts: CaptureOptions, operation: str) -> dict[str, Any]:
+#: Hosted APIs that reject unknown request fields (HTTP 400) and never return token ids.
+HOSTED_OPENAI_HOSTS = ("api.openai.com",)
+HOSTED_OPENAI_SUFFIXES = (".openai.azure.com", ".cognitiveservices.azure.com")
+
+
+def is_hosted_openai(host: str | None) -> bool:
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    return host in HOSTED_OPENAI_HOSTS or host.endswith(HOSTED_OPENAI_SUFFIXES)
+
+
+def wanted(flag: bool | None, host: str | None) -> bool:
+    """An explicit flag wins; ``None`` asks every server but hosted OpenAI (whose API would answer 400)."""
+    return flag if flag is not None else not is_hosted_openai(host)
+
+
+def prepare_kwargs(
+    kwargs: dict[str, Any], opts: CaptureOptions, operation: str, host: str | None = None
+) -> dict[str, Any]:
     """Ask for token ids and logprobs through ``extra_body``, never overriding what the user set."""
-    if not (opts.request_token_ids or opts.request_logprobs):
+    want_ids, want_lp = wanted(opts.request_token_ids, host), wanted(opts.request_logprobs, host)
+    if not (want_ids or want_lp):
         return kwargs
     extra_in = kwargs.get("extra_body")
     if extra_in is not None and not isinstance(extra_in, Mapping):
         return kwargs  # something we do not understand: leave the request alone
     extra = dict(extra_in or {})
-    if opts.request_token_ids and "return_token_ids" not in extra:
+    if want_ids and "return_token_ids" not in extra:
         extra["return_token_ids"] = True
-    if opts.request_logprobs and "logprobs" not in extra and _unset(kwargs, "logprobs"):
+    if want_lp and "logprobs" not in extra and _unset(kwargs, "logprobs"):
         extra["logprobs"] = True if operation == CHAT else 0
     out = dict(kwargs)
     out["extra_body"] = extra
@@ -103,8 +124,10 @@ class CallRun:
         self.attr_opts = opts.attribute_options()
         self.operation = operation
         self.tracer = trace.get_tracer("otel_tokenfix.capture", tracer_provider=opts.tracer_provider)
-        self.kwargs = prepare_kwargs(kwargs, opts, operation)
-        self.request_attrs = A.request_attributes(operation, kwargs, self.attr_opts, server_of(resource))
+        server = server_of(resource)
+        self.kwargs = prepare_kwargs(kwargs, opts, operation, server[0])
+        self.requested_ids = wanted(opts.request_token_ids, server[0])
+        self.request_attrs = A.request_attributes(operation, kwargs, self.attr_opts, server)
         self.name = A.span_name(operation, kwargs.get("model"))
         self.start_ns = time.time_ns()
         current = trace.get_current_span()
@@ -209,12 +232,16 @@ class CallRun:
         parent_ctx = trace.set_span_in_context(self.span)
         for choice in choices[1:]:
             attrs = dict(self.request_attrs)
-            attrs.update(A.response_attributes(data, choice, self.attr_opts, complete=complete, n_choices=n))
+            attrs.update(A.response_attributes(
+                    data, choice, self.attr_opts, complete=complete, n_choices=n, requested=self.requested_ids
+                ))
             child = self.tracer.start_span(
                 self.name, context=parent_ctx, kind=SpanKind.INTERNAL, attributes=attrs, start_time=self.start_ns
             )
             child.end()
-        first = A.response_attributes(data, choices[0], self.attr_opts, complete=complete, n_choices=n)
+        first = A.response_attributes(
+            data, choices[0], self.attr_opts, complete=complete, n_choices=n, requested=self.requested_ids
+        )
         if n > 1 and reasons:
             first[A.FINISH_REASONS] = reasons
         if n > 1 and data.output_tokens is not None:

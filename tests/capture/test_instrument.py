@@ -104,7 +104,7 @@ def test_requests_can_leave_the_body_alone_for_strict_servers(serve, tracing):
     assert "return_token_ids" not in server.requests[0]["body"] and "logprobs" not in server.requests[0]["body"]
     span = only_span(tracing)
     assert span.attributes["tokenfix.capture.status"] == "no_token_ids"
-    assert "return_token_ids" in span.attributes["tokenfix.capture.reason"]
+    assert "not requested" in span.attributes["tokenfix.capture.reason"]
 
 
 def test_strict_server_error_with_defaults_propagates_unchanged(serve, tracing):
@@ -708,3 +708,49 @@ def test_concurrent_async_tasks_each_get_their_own_span_and_ids(serve, tracing, 
     for parent_id, question in results:
         ids = list(spans[parent_id].attributes["tokenfix.response.token_ids"])
         assert qwen.decode(ids, skip_special_tokens=True) == "Answer to " + question
+
+
+class _Redirect:
+    """An httpx2 transport that sends every request to the local server (as a proxy would)."""
+
+    def __init__(self, port):
+        import httpx2
+
+        self.port = port
+        self.inner = httpx2.HTTPTransport()
+
+    def handle_request(self, request):
+        request.url = request.url.copy_with(scheme="http", host="127.0.0.1", port=self.port)
+        return self.inner.handle_request(request)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_hosted_openai_is_not_asked_for_token_ids_by_default(serve, tracing):
+    import httpx2
+
+    server = serve(["Hi.", "Hi again."])
+    http = httpx2.Client(transport=_Redirect(server.port))
+    client = openai.OpenAI(base_url="https://api.openai.com/v1", api_key="x", max_retries=0, http_client=http)
+    instrument_openai(client, tracer_provider=tracing.provider)
+    client.chat.completions.create(model=server.model, messages=MSGS)
+    body = server.requests[0]["body"]
+    assert "return_token_ids" not in body and "logprobs" not in body  # OpenAI would answer 400
+    a = only_span(tracing).attributes
+    assert a["server.address"] == "api.openai.com" and a["tokenfix.capture.status"] == "no_token_ids"
+    assert "not requested" in a["tokenfix.capture.reason"]
+    instrument_openai(client, tracer_provider=tracing.provider, request_token_ids=True)  # explicit wins
+    client.chat.completions.create(model=server.model, messages=MSGS)
+    assert server.requests[1]["body"]["return_token_ids"] is True
+
+
+@pytest.mark.parametrize(("host", "hosted"), [
+    ("api.openai.com", True), ("API.OpenAI.com.", True), ("my-east.openai.azure.com", True),
+    ("127.0.0.1", False), ("vllm.internal", False), ("openai.com.example", False), (None, False),
+])
+def test_hosted_openai_detection(host, hosted):
+    from otel_tokenfix.capture.run import is_hosted_openai, wanted
+
+    assert is_hosted_openai(host) is hosted
+    assert wanted(None, host) is (not hosted) and wanted(True, host) is True and wanted(False, host) is False
