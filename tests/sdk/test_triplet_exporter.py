@@ -440,3 +440,31 @@ def test_many_agent_threads_behind_batch_processor(qwen, tmp_path):
         assert len({r.trace_id for r in chunk}) == 1 and [r.index for r in chunk] == [0, 1, 2]
     for run in runs:
         check_run([r for r in records if r.trace_id == format(run.trace_id, "032x")], run, qwen)
+
+
+def test_public_helpers_record_edit_and_record_reward(qwen):
+    from otel_tokenfix import record_edit, record_reward
+
+    sink = MemorySink()
+    provider = provider_with(TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=0))
+    tracer = provider.get_tracer("agent")
+    prompt = [151644, *enc(qwen, "user\nHi"), IM_END, *enc(qwen, "\n"), 151644, *enc(qwen, "assistant\n")]
+    sampled = [*enc(qwen, "Hello! How can I help you today?"), IM_END]
+    with tracer.start_as_current_span("agent.run"):
+        attrs = {"prompt_token_ids": prompt, "response_token_ids": sampled, "gen_ai.response.id": "r-1"}
+        with tracer.start_as_current_span("openai.chat.completion", attributes=attrs) as llm:
+            pass
+        with tracer.start_as_current_span("agent.step"):
+            assert record_edit("Hello! How can I help?", target=llm, source="trim")
+        with tracer.start_as_current_span("agent.step"):
+            assert record_edit("Hello! How may I help?")  # a second edit of the same call, chained
+        assert record_reward(0.5, tracer_provider=provider)
+    provider.shutdown()
+    (rec,) = sink.records
+    assert rec.metadata["edits"] == 2 and rec.metadata["status"] == "corrected"
+    assert rec.response_ids == [*enc(qwen, "Hello! How may I help?"), IM_END]
+    assert rec.metadata["original_token_ids"] == sampled
+    assert rec.reward == 0.5
+    # provenance relative to the originally sampled ids across the chain
+    assert all(sampled[s] == rec.response_ids[i] for i, s in enumerate(rec.source_index) if s is not None)
+    check_schema([rec])
