@@ -208,16 +208,21 @@ def _holder_in_chain(func: Any, holder: _Holder) -> bool:
 
 
 def _resources(client: Any) -> list[tuple[Any, str, bool]]:
+    """The client's chat-completions and completions resources (only the ``openai`` package's own)."""
     from openai.resources.chat.completions import AsyncCompletions as AsyncChat
+    from openai.resources.chat.completions import Completions as Chat
     from openai.resources.completions import AsyncCompletions as AsyncText
+    from openai.resources.completions import Completions as Text
 
     out = []
     chat = getattr(getattr(client, "chat", None), "completions", None)
-    if chat is not None:
+    if isinstance(chat, (Chat, AsyncChat)):
         out.append((chat, CHAT, isinstance(chat, AsyncChat)))
     text = getattr(client, "completions", None)
-    if text is not None:
+    if isinstance(text, (Text, AsyncText)):
         out.append((text, TEXT_COMPLETION, isinstance(text, AsyncText)))
+    if not out:
+        _LOG.warning("otel_tokenfix: %s is not an openai client; nothing instrumented", type(client).__name__)
     return out
 
 

@@ -754,3 +754,18 @@ def test_hosted_openai_detection(host, hosted):
 
     assert is_hosted_openai(host) is hosted
     assert wanted(None, host) is (not hosted) and wanted(True, host) is True and wanted(False, host) is False
+
+
+def test_a_non_openai_object_is_left_alone(caplog):
+    class Lookalike:
+        class chat:  # noqa: N801 - mimics client.chat.completions.create
+            class completions:  # noqa: N801
+                @staticmethod
+                def create(**kwargs):
+                    return "untouched"
+
+    obj = Lookalike()
+    assert instrument_openai(obj) is obj
+    assert obj.chat.completions.create(model="m") == "untouched"
+    assert not is_instrumented(obj)
+    assert "not an openai client" in caplog.text
