@@ -107,6 +107,9 @@ def token_pieces(tokenizer: PreTrainedTokenizerBase | None, ids: Sequence[int]) 
     """
     if tokenizer is None:
         return [f"\u27e8{i}\u27e9" for i in ids]
+    size = len(tokenizer)
+    if any(not 0 <= i < size for i in ids):  # ids of another vocabulary: show them as ids, not garbage
+        return [f"\u27e8{i}\u27e9" for i in ids]
 
     def dec(seq: Sequence[int]) -> str:
         return tokenizer.decode(list(seq), skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -145,10 +148,15 @@ def _ints(values: Any) -> list[int] | None:
     return None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """A record part that should be an object; anything else reads as empty (files are not trusted)."""
+    return value if isinstance(value, dict) else {}
+
+
 def original_ids_of(record: dict[str, Any]) -> list[int] | None:
     """The pre-edit sampled ids, wherever the record keeps them (None when it does not)."""
-    response = record.get("response") or {}
-    meta = record.get("metadata") or {}
+    response = _dict(record.get("response"))
+    meta = _dict(record.get("metadata"))
     for holder, key in (
         (response, "original_token_ids"),
         (meta, "original_token_ids"),
@@ -166,8 +174,8 @@ def original_ids_of(record: dict[str, Any]) -> list[int] | None:
 
 
 def source_index_of(record: dict[str, Any], n: int) -> list[int | None] | None:
-    response = record.get("response") or {}
-    meta = record.get("metadata") or {}
+    response = _dict(record.get("response"))
+    meta = _dict(record.get("metadata"))
     for holder in (response, meta):
         si = holder.get("source_index") if isinstance(holder, dict) else None
         if isinstance(si, list) and len(si) == n:
@@ -247,10 +255,10 @@ def _continuation_text(meta: dict[str, Any]) -> str:
 
 
 def call_view(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None, position: int = 0) -> CallView:
-    """Build the view of one triplet record; tolerant of missing optional fields."""
-    response = record.get("response") or {}
-    prompt = record.get("prompt") or {}
-    meta = record.get("metadata") or {}
+    """Build the view of one triplet record; tolerant of missing or malformed fields."""
+    response = _dict(record.get("response"))
+    prompt = _dict(record.get("prompt"))
+    meta = _dict(record.get("metadata"))
     ids = _ints(response.get("token_ids")) or []
     n = len(ids)
     prov = provenance_names(response.get("provenance") or [], n)
