@@ -119,8 +119,8 @@ class TripletExporter(SpanExporter):
         options: TripletOptions | None = None,
         root_grace: float | None = None,
         hold_timeout: float | None = None,
-        max_traces: int = 4096,
-        max_spans: int = 200_000,
+        max_traces: int | None = None,
+        max_spans: int | None = None,
         conventions: cv.Conventions = cv.DEFAULT_CONVENTIONS,
         fsync: bool | None = None,
         timer: bool = True,
@@ -151,8 +151,8 @@ class TripletExporter(SpanExporter):
         self.assembly = TraceAssembly(
             hold=lambda span: True,
             conventions=conventions,
-            max_traces=max_traces,
-            max_spans=max_spans,
+            max_traces=int(_env_float(env.get(p + "MAX_TRACES"), 4096)) if max_traces is None else max_traces,
+            max_spans=int(_env_float(env.get(p + "MAX_SPANS"), 200_000)) if max_spans is None else max_spans,
             hold_timeout=_env_float(env.get(p + "HOLD_TIMEOUT") or env.get("OTEL_TOKENFIX_HOLD_TIMEOUT"), 300.0)
             if hold_timeout is None
             else hold_timeout,

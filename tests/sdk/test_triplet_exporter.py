@@ -152,6 +152,16 @@ def test_zero_arg_entry_point(tmp_path, monkeypatch):
     assert cls is TripletExporter
     exporter = cls()
     assert exporter.options == TripletOptions()
+    assert exporter.assembly.root_grace == 0 and exporter.assembly.max_spans == 200_000
+    exporter.shutdown()
+    env = {"OTEL_TOKENFIX_TRIPLETS_MAX_SPANS": "123", "OTEL_TOKENFIX_TRIPLETS_ROOT_GRACE": "2.5",
+           "OTEL_TOKENFIX_HOLD_TIMEOUT": "40", "OTEL_TOKENFIX_TRIPLETS_FINAL_REWARD": "yes",
+           "OTEL_TOKENFIX_TRIPLETS_PATH": str(tmp_path / "x.jsonl")}
+    exporter = cls(env=env, timer=False)
+    a = exporter.assembly
+    assert (a.max_spans, a.root_grace, a.hold_timeout) == (123, 2.5, 40.0)
+    assert exporter.options.final_reward is True
+    assert exporter.sink.sink.path == str(tmp_path / "x.jsonl")
     exporter.shutdown()
     assert exporter.export([]).name == "FAILURE"  # after shutdown
 
