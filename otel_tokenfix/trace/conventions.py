@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 from .view import EventView, SpanView
@@ -139,11 +139,25 @@ class Parsed:
 
 def parse_literal(value: Any, *, max_chars: int = DEFAULT_CONVENTIONS.max_literal_chars) -> Parsed | None:
     """Parse a JSON string or a Python-repr literal string (``ast.literal_eval``: literals only, never
-    ``eval``); non-strings pass through. ``None`` when it cannot be parsed or is too long."""
+    ``eval``); non-strings pass through. ``None`` when it cannot be parsed or is too long.
+
+    Results of long strings are cached (a LiteLLM-proxy ``choices`` repr of 1k tokens with logprobs takes
+    ~0.1 s to parse, and one correction reads it several times): treat ``Parsed.value`` as read-only."""
     if not isinstance(value, str):
         return None if value is None else Parsed(value, "native")
+    if len(value) > max_chars:
+        return None
+    if len(value) >= _CACHE_FROM:
+        return _parse_cached(value)
+    return _parse_text(value)
+
+
+_CACHE_FROM = 2048
+
+
+def _parse_text(value: str) -> Parsed | None:
     text = value.strip()
-    if not text or len(text) > max_chars:
+    if not text:
         return None
     try:
         return Parsed(json.loads(text), "json")
@@ -155,6 +169,9 @@ def parse_literal(value: Any, *, max_chars: int = DEFAULT_CONVENTIONS.max_litera
         return Parsed(ast.literal_eval(text), "repr")
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
+
+
+_parse_cached = lru_cache(maxsize=8)(_parse_text)
 
 
 _INT_TYPES = frozenset({int})
