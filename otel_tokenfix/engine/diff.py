@@ -183,3 +183,24 @@ def char_to_byte_regions(a: str, b: str, regions: list[Region]) -> list[Region]:
 def diff_ids(a: Sequence[int], b: Sequence[int]) -> list[Region]:
     """Changed regions between two id lists: content-defined chunks of ~64, then ~8, then ids."""
     return _diff(list(a), list(b), 0, 0, [_chunker(64), _chunker(8)])
+
+
+def diff_utf8(a: bytes, b: bytes) -> list[Region]:
+    """Changed regions (byte offsets, on character boundaries) between two valid UTF-8 byte strings.
+
+    The common prefix/suffix is trimmed on the bytes (memcmp speed, no decode of long texts); only the
+    differing middle is decoded and diffed as text."""
+    p = common_prefix(a, b)
+    s = common_suffix(a, b, min(len(a), len(b)) - p)
+
+    def cont(x: bytes, i: int) -> bool:
+        return 0 <= i < len(x) and (x[i] & 0xC0) == 0x80
+
+    while p > 0 and (cont(a, p) or cont(b, p)):
+        p -= 1
+    while s > 0 and (cont(a, len(a) - s) or cont(b, len(b) - s)):
+        s -= 1
+    ma, mb = a[p : len(a) - s].decode("utf-8"), b[p : len(b) - s].decode("utf-8")
+    if not ma and not mb:
+        return []
+    return [(x0 + p, x1 + p, y0 + p, y1 + p) for x0, x1, y0, y1 in char_to_byte_regions(ma, mb, diff_text(ma, mb))]

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .correction import Correction, TokenFixError, View
-from .diff import Region, char_to_byte_regions, diff_text
+from .diff import Region, diff_utf8
 from .provenance import Builder, check_logprobs, make_correction
 from .table import TokenTable, get_table
 from .tokens import align_ids, match_moved
@@ -258,8 +258,8 @@ def _encode_exact(table: TokenTable, data: bytes) -> list[int]:
     return new
 
 
-def _canonical_ok(table: TokenTable, doc: _Doc, k_lo: int, k_hi: int, new: list[int]) -> bool:
-    """Re-encoding a margin around the window reproduces it, or the old context was not canonical anyway."""
+def _margins(table: TokenTable, doc: _Doc, k_lo: int, k_hi: int) -> tuple[list[int], list[int]]:
+    """Up to CANON_MARGIN visible tokens each side of a window that may be re-encoded with it."""
     nv = int(doc.vids.size)
     m_lo = k_lo
     while m_lo > 0 and k_lo - m_lo < CANON_MARGIN and _anchorable(doc, table, m_lo - 1, m_lo, True):
@@ -267,16 +267,35 @@ def _canonical_ok(table: TokenTable, doc: _Doc, k_lo: int, k_hi: int, new: list[
     m_hi = k_hi
     while m_hi < nv and m_hi - k_hi < CANON_MARGIN and _anchorable(doc, table, m_hi, m_hi + 1, False):
         m_hi += 1
-    left = doc.vids[m_lo:k_lo].tolist()
-    right = doc.vids[k_hi:m_hi].tolist()
-    ctx_new = left + new + right
+    return doc.vids[m_lo:k_lo].tolist(), doc.vids[k_hi:m_hi].tolist()
+
+
+def _encode_window(table: TokenTable, doc: _Doc, k_lo: int, k_hi: int, data: bytes, old: list[int]) -> list[int]:
+    """Encode a window's target bytes so that, with a margin of kept tokens around it, it is what the
+    tokenizer itself would write (canonical in context). One encode in the common case: the window plus
+    its margins; if the margins do not come back unchanged, the window alone, and then a canonical old
+    context means the window must widen (``_Retry``)."""
+    left, right = _margins(table, doc, k_lo, k_hi)
+    lb, rb = table.join(left), table.join(right)
     try:
-        if table.encode(table.join(ctx_new).decode("utf-8")) == ctx_new:
-            return True
-        ctx_old = doc.vids[m_lo:m_hi].tolist()
-        return table.encode(table.join(ctx_old).decode("utf-8")) != ctx_old
+        ctx = table.encode((lb + data + rb).decode("utf-8"))
     except UnicodeDecodeError:
-        return True
+        return _encode_exact(table, data)
+    n_r = len(ctx) - len(right)
+    if ctx[: len(left)] == left and ctx[n_r:] == right and n_r >= len(left):
+        mid = ctx[len(left) : n_r]
+        if table.join(mid) == data:
+            return mid
+    new = _encode_exact(table, data)
+    if new == old:
+        return new
+    old_ctx = left + old + right
+    try:
+        if table.encode(table.join(old_ctx).decode("utf-8")) == old_ctx:
+            raise _Retry  # the sampled context was canonical: keep the result canonical too
+    except UnicodeDecodeError:
+        pass
+    return new
 
 
 def _pieces(doc: _Doc, tb: bytes, w: _Window) -> list[tuple[int, int, int, int]]:
@@ -328,10 +347,8 @@ def _splice(
             data = tb[t0:t1]
             if first and (data or k1 < int(doc.vids.size)):
                 data = b" " + data
-            new = _encode_exact(table, data)
             old = ids[p0:p1]
-            if canonical and new != old and not _canonical_ok(table, doc, k0, k1, new):
-                raise _Retry
+            new = _encode_window(table, doc, k0, k1, data, old) if canonical else _encode_exact(table, data)
             p = 0
             while p < len(old) and p < len(new) and old[p] == new[p]:
                 p += 1
@@ -419,8 +436,7 @@ def correct_text(
         raise TokenFixError("edited_text contains lone surrogates and cannot be tokenized") from exc
     doc = _build_doc(table, tokenizer, ids, arr, view)
     if doc is not None:
-        disp_s = doc.disp_text
-        regions = char_to_byte_regions(disp_s, edited_text, diff_text(disp_s, edited_text))
+        regions = diff_utf8(doc.disp, tb)
         if not regions:
             return make_correction(ids, ids, list(range(len(ids))), logprobs=lp, method="unchanged", text=edited_text)
         for step, anchors in enumerate(ANCHOR_STEPS):
