@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -97,10 +98,20 @@ class PipelineOptions:
     hold_timeout: float = 300.0
     max_traces: int = 50_000
     max_spans: int = 1_000_000
+    #: released spans waiting for correction before intake pushes back (UNAVAILABLE / 503, sender retries)
+    max_queued_spans: int = 200_000
+    backpressure_timeout: float = 30.0
 
 
 class Pipeline:
-    """Thread-safe: request handlers call :meth:`submit` concurrently; a timer thread calls :meth:`tick`."""
+    """Thread-safe: request handlers call :meth:`submit` concurrently; a timer thread calls :meth:`tick`.
+
+    After :meth:`start`, releases are corrected and written by one worker thread, so a request is
+    acknowledged once its spans are held, not after correcting whatever it released: a sender's timeout
+    (a Collector retries after 5 s, which would duplicate spans) never depends on correction time. When
+    the worker falls ``max_queued_spans`` behind, intake waits, then refuses with :class:`ServiceUnavailable`
+    *before* taking the request. Without :meth:`start` (``convert``) releases are handled inline.
+    """
 
     def __init__(
         self,
@@ -136,6 +147,11 @@ class Pipeline:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._timer: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
+        self._queue: deque[Sequence[Release]] = deque()
+        self._queued_spans = 0
+        self._qcond = threading.Condition()
+        self._worker_stop = False
         self.closed = False
         self._unjournaled: list[tuple[int, int]] = []
 
@@ -143,6 +159,7 @@ class Pipeline:
     def submit(self, request: ExportTraceServiceRequest, raw: bytes | None = None) -> int:
         """Take one decoded request; returns its span count. Never raises on span content."""
         views = request_views(request)
+        self._wait_capacity()
         with self._lock:
             self.stats.requests += 1
             self.stats.spans += len(views)
@@ -161,15 +178,59 @@ class Pipeline:
                     self.stats.internal_errors += 1
                     log.exception("span %016x of trace %032x could not be held", view.span_id, view.trace_id)
             releases.extend(self.assembly.tick())
-        self._emit(releases)
+        self._dispatch(releases)
         if releases:
             self._wake.set()
+
+    # --- the correction worker -------------------------------------------------------------------------
+    def _wait_capacity(self) -> None:
+        if self._worker is None:
+            return
+        limit = self.options.max_queued_spans
+        with self._qcond:
+            if self._queued_spans <= limit:
+                return
+            ok = self._qcond.wait_for(lambda: self._queued_spans <= limit, timeout=self.options.backpressure_timeout)
+        if not ok:
+            raise ServiceUnavailable(f"correction backlog over {limit} spans; retry later")
+
+    def _dispatch(self, releases: Sequence[Release]) -> None:
+        if not releases:
+            return
+        if self._worker is None:
+            self._emit(releases)
+            return
+        with self._qcond:
+            self._queue.append(releases)
+            self._queued_spans += sum(len(r.spans) for r in releases)
+            self._qcond.notify_all()
+
+    def _run_worker(self) -> None:
+        while True:
+            with self._qcond:
+                self._qcond.wait_for(lambda: bool(self._queue) or self._worker_stop)
+                if not self._queue:
+                    return
+                batch = self._queue.popleft()
+            try:
+                self._emit(batch)
+            except Exception:  # noqa: BLE001 - _emit guards each trace; this is a last resort
+                self.stats.internal_errors += 1
+                log.exception("correction worker failed on a batch")
+            with self._qcond:
+                self._queued_spans -= sum(len(r.spans) for r in batch)
+                self._qcond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every dispatched release is written (True) or ``timeout`` passed (False)."""
+        with self._qcond:
+            return self._qcond.wait_for(lambda: not self._queue and self._queued_spans == 0, timeout=timeout)
 
     # --- time ------------------------------------------------------------------------------------------
     def tick(self) -> int:
         with self._lock:
             releases = self.assembly.tick()
-        self._emit(releases)
+        self._dispatch(releases)
         self.sink.flush()
         if self._unjournaled:
             with self._emit_lock:
@@ -177,6 +238,9 @@ class Pipeline:
         return len(releases)
 
     def start(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._run_worker, name="tokenfix-serve-correct", daemon=True)
+            self._worker.start()
         if self._timer is None:
             self._timer = threading.Thread(target=self._run_timer, name="tokenfix-serve-timer", daemon=True)
             self._timer.start()
@@ -201,7 +265,8 @@ class Pipeline:
         """Release every held trace (corrected with the edits seen so far) and write it."""
         with self._lock:
             releases = self.assembly.drain(reason)
-        self._emit(releases)
+        self._dispatch(releases)
+        self.wait_idle()
         self.sink.flush(force=True)
         return len(releases)
 
@@ -219,6 +284,11 @@ class Pipeline:
         except Exception:  # noqa: BLE001
             self.stats.internal_errors += 1
             log.exception("draining held traces failed")
+        if self._worker is not None and self._worker is not threading.current_thread():
+            with self._qcond:
+                self._worker_stop = True  # after the drain: the worker empties the queue, then exits
+                self._qcond.notify_all()
+            self._worker.join(timeout=60.0)
         self.sink.close()
         if self.forwarder is not None:
             self.forwarder.close(forward_timeout)
@@ -229,6 +299,7 @@ class Pipeline:
             self.stats.held_traces = self.assembly.held_traces
             self.stats.late_edits = self.assembly.late_edits
             out = asdict(self.stats)
+        out["queued_spans"] = self._queued_spans
         out["sink"] = asdict(self.sink.stats)
         stats = getattr(self.forwarder, "stats", None)
         if stats is not None:
