@@ -72,8 +72,10 @@ def next_hop(qwen_dir, tmp_path):
     sp.stop()
 
 
-def test_forward_sends_corrected_spans(qwen, qwen_dir, tmp_path, next_hop):
-    sp = start_serve(tmp_path / "a.jsonl", qwen_dir, "--root-grace", "0", "--forward", f"grpc://{next_hop.grpc}")
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_forward_sends_corrected_spans(protocol, qwen, qwen_dir, tmp_path, next_hop):
+    target = f"grpc://{next_hop.grpc}" if protocol == "grpc" else f"{next_hop.http}/v1/traces"
+    sp = start_serve(tmp_path / "a.jsonl", qwen_dir, "--root-grace", "0", "--forward", target)
     requests, runs = agent_requests(qwen, 3)
     with grpc.insecure_channel(sp.grpc) as ch:
         for req in requests:
