@@ -261,25 +261,30 @@ def _summary(snap: Mapping[str, Any]) -> str:
     return text
 
 
-def register_metrics(service: TokenFixService) -> None:
-    """Observable counters of the service on the global MeterProvider (a no-op unless one is configured,
-    e.g. by running under ``opentelemetry-instrument`` with ``OTEL_METRICS_EXPORTER``)."""
+def register_metrics(service: TokenFixService, meter_provider: Any = None) -> bool:
+    """Observable counters of the service (``tokenfix.serve.*``) on ``meter_provider`` or the global one
+    (a no-op unless one is configured, e.g. under ``opentelemetry-instrument`` with
+    ``OTEL_METRICS_EXPORTER``). Returns False if they could not be registered."""
     try:
         from opentelemetry import metrics
         from opentelemetry.metrics import CallbackOptions, Observation
 
-        meter = metrics.get_meter("otel_tokenfix.service")
-        names = ("spans", "traces", "triplets", "corrected", "errors", "rejected_requests", "internal_errors")
+        provider = meter_provider or metrics.get_meter_provider()
+        meter = provider.get_meter("otel_tokenfix.service")
+        names = ("requests", "spans", "traces", "triplets", "corrected", "fallback", "errors", "rejected_requests",
+                 "internal_errors")
 
-        def make(name: str) -> Any:
+        def counter(name: str) -> Any:
             def cb(options: CallbackOptions) -> list[Observation]:
                 return [Observation(service.pipeline.snapshot()[name])]
 
             return cb
 
         for name in names:
-            meter.create_observable_counter(f"tokenfix.serve.{name}", callbacks=[make(name)])
-        meter.create_observable_gauge("tokenfix.serve.held_spans",
-                                      callbacks=[lambda o: [Observation(service.pipeline.snapshot()["held_spans"])]])
+            meter.create_observable_counter(f"tokenfix.serve.{name}", callbacks=[counter(name)])
+        for name in ("held_spans", "held_traces", "queued_spans"):
+            meter.create_observable_gauge(f"tokenfix.serve.{name}", callbacks=[counter(name)])
+        return True
     except Exception:  # noqa: BLE001 - metrics are optional
         log.debug("service metrics not registered", exc_info=True)
+        return False

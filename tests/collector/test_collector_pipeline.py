@@ -27,7 +27,8 @@ from .collector_helpers import start_collector
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from triplets.agent_traces import run_agent  # noqa: E402
 
-pytestmark = pytest.mark.collector
+# the first run may build the Collector (minutes on 2 cores) inside the fixture
+pytestmark = [pytest.mark.collector, pytest.mark.timeout(3600)]
 
 
 def run_agents(qwen, exporter, n_runs: int) -> tuple[list, list[dict], int]:
