@@ -62,6 +62,8 @@ class TokenFixSpanProcessor(SpanProcessor):
         timer_interval: seconds between background checks of timeouts (``None``: check only in
             ``on_end`` / ``force_flush``).
         mark_unchanged: also copy LLM spans without edits to add ``tokenfix.status=unchanged``.
+        warm_up: load the configured tokenizers and build the engine's tables on a background thread now,
+            so the first edited trace of each model does not pay ~1-2 s on the application's thread.
         meter_provider: if given, the counters are also exported as OTel metrics.
     """
 
@@ -79,6 +81,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         root_grace: float = 2.0,
         timer_interval: float | None = 1.0,
         mark_unchanged: bool = False,
+        warm_up: bool = False,
         meter_provider: Any = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -114,6 +117,10 @@ class TokenFixSpanProcessor(SpanProcessor):
 
             os.register_at_fork(after_in_child=after_in_child)
         self._instruments = _register_metrics(meter_provider, self) if meter_provider is not None else None
+        self.warmed_up = threading.Event()
+        if warm_up:
+            threading.Thread(target=_warm_up, args=(tokenizers, default_tokenizer, self.warmed_up),
+                             name="tokenfix-warm-up", daemon=True).start()
 
     # --- SpanProcessor ------------------------------------------------------------------------------
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
@@ -319,6 +326,31 @@ class TokenFixSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001
                 self._count("internal_errors")
                 logger.exception("tokenfix: timer tick failed")
+
+
+def _warm_up(tokenizers: Any, default: Any, done: threading.Event) -> None:
+    """Load tokenizers and build their engine tables off the application's threads."""
+    try:
+        from ..trace.corrector import _looks_like_tokenizer
+
+        found: list[Any] = []
+        if hasattr(tokenizers, "load_all"):
+            found.extend(tokenizers.load_all())
+        elif isinstance(tokenizers, Mapping):
+            found.extend(tokenizers.values())
+        elif tokenizers is not None and _looks_like_tokenizer(tokenizers):
+            found.append(tokenizers)
+        if default is not None and _looks_like_tokenizer(default):
+            found.append(default)
+        from ..engine.table import get_table
+
+        for tok in found:
+            if _looks_like_tokenizer(tok):
+                get_table(tok)
+    except Exception:  # noqa: BLE001 - warm-up is an optimisation; the first correction will retry
+        logger.warning("tokenfix: tokenizer warm-up failed", exc_info=True)
+    finally:
+        done.set()
 
 
 def _with_sdk_limits(conventions: Conventions) -> Conventions:

@@ -17,6 +17,7 @@ a typo in an env var must not stop the user's application.
 | ``OTEL_TOKENFIX_OVERWRITE_SOURCE_KEY`` | write corrected ids under the key they came from | true |
 | ``OTEL_TOKENFIX_MARK_UNCHANGED`` | put ``tokenfix.status=unchanged`` on spans without edits | false |
 | ``OTEL_TOKENFIX_METRICS`` | export the processor's counters as OTel metrics | true |
+| ``OTEL_TOKENFIX_WARM_UP`` | load tokenizers and build engine tables at start, on a background thread | false |
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ class Settings:
     overwrite_source_key: bool = True
     mark_unchanged: bool = False
     metrics: bool = True
+    warm_up: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +115,7 @@ class Settings:
             overwrite_source_key=_flag(env, "OVERWRITE_SOURCE_KEY", d.overwrite_source_key),
             mark_unchanged=_flag(env, "MARK_UNCHANGED", d.mark_unchanged),
             metrics=_flag(env, "METRICS", d.metrics),
+            warm_up=_flag(env, "WARM_UP", d.warm_up),
         )
 
     def conventions(self, base: Conventions | None = None) -> Conventions:
@@ -137,5 +140,6 @@ class Settings:
             conventions=self.conventions(),
             timer_interval=self.timer_interval or None,
             mark_unchanged=self.mark_unchanged,
+            warm_up=self.warm_up,
             **self.assembly_kwargs(),
         )

@@ -77,6 +77,20 @@ class TokenizerResolver:
         """Specs that failed to load, with the reason."""
         return dict(self._failed)
 
+    def load_all(self) -> list[Any]:
+        """Load every configured tokenizer now (e.g. on a warm-up thread); failures are remembered and
+        skipped. Returns the loaded tokenizers."""
+        out = []
+        keys = [(key, spec) for key, spec in self._specs.items()]
+        if self._default is not None:
+            keys.append(("\0default", self._default))
+        for key, spec in keys:
+            try:
+                out.append(self._load(key, spec))
+            except TokenFixError:
+                continue
+        return out
+
     def key_for(self, model: str | None) -> str | None:
         """Which mapping entry serves ``model`` (``None``: the default, if any)."""
         if model is not None:

@@ -121,3 +121,21 @@ def test_opentelemetry_instrument_with_configurator(qwen, tmp_path: Path) -> Non
     assert a[cv.STATUS] == cv.STATUS_CORRECTED, a
     assert qwen.decode(a["response_token_ids"], skip_special_tokens=True) == "The capital of France is Paris."
     assert a[cv.ORIGINAL_RESPONSE_IDS] == ids
+
+
+def test_warm_up_loads_tokenizers_and_builds_tables_in_background(qwen, tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otel_tokenfix.engine.table import _TABLES
+    from otel_tokenfix.sdk.processor import TokenFixSpanProcessor
+
+    qwen.save_pretrained(tmp_path / "qwen")
+    resolver = TokenizerResolver({"qwen": str(tmp_path / "qwen"), "broken": str(tmp_path / "missing")})
+    proc = TokenFixSpanProcessor(SimpleSpanProcessor(InMemorySpanExporter()), tokenizers=resolver,
+                                 timer_interval=None, warm_up=True)
+    assert proc.warmed_up.wait(120)
+    tok = resolver("qwen")  # the already-loaded object: no second load
+    assert tok in _TABLES
+    assert "broken" in resolver.failures
+    proc.shutdown()
