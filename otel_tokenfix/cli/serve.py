@@ -120,8 +120,11 @@ def serve_command(
         parts = " ".join(f"{k}={v}" for k, v in endpoints.items())
         typer.echo(f"otel-tokenfix serve ready {parts} output={output}")
         sys.stdout.flush()
-        logging.getLogger("otel_tokenfix.service").info(
-            "serving %s; tokenizers: %s", parts, ", ".join(sorted(config.tokenizers)) or "none")
+        logger = logging.getLogger("otel_tokenfix.service")
+        logger.info("serving %s; tokenizers: %s", parts, ", ".join(sorted(config.tokenizers)) or "none")
+        if not config.tokenizers:
+            logger.warning("no --tokenizer: text edits cannot be applied (spans get status=error); "
+                           "token-id edits still work")
 
     service.run_forever(ready)
 
