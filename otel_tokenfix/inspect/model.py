@@ -85,6 +85,8 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
 def provenance_names(values: Sequence[Any], n: int) -> list[str]:
     """Normalize provenance given as strings or int codes (1 sampled, 2 shifted, 0 inserted)."""
     out: list[str] = []
+    if not isinstance(values, (list, tuple)):
+        values = ()
     for i in range(n):
         v = values[i] if i < len(values) else None
         if isinstance(v, bool):
@@ -173,13 +175,18 @@ def original_ids_of(record: dict[str, Any]) -> list[int] | None:
     return None
 
 
-def source_index_of(record: dict[str, Any], n: int) -> list[int | None] | None:
+def source_index_of(record: dict[str, Any], n: int, m: int) -> list[int | None] | None:
+    """The record's ``source_index`` if it is usable: ``n`` entries, each ``None`` or an index below ``m``
+    (the original's length); otherwise None and the view aligns the ids itself."""
     response = _dict(record.get("response"))
     meta = _dict(record.get("metadata"))
     for holder in (response, meta):
-        si = holder.get("source_index") if isinstance(holder, dict) else None
-        if isinstance(si, list) and len(si) == n:
-            return [v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None for v in si]
+        si = holder.get("source_index")
+        if not isinstance(si, list) or len(si) != n:
+            continue
+        out = [v if isinstance(v, int) and not isinstance(v, bool) else None for v in si]
+        if all(v is None or 0 <= v < m for v in out):
+            return out
     return None
 
 
@@ -272,7 +279,7 @@ def call_view(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase | None,
     note = ""
     removed_at: dict[int, list[int]] = {}
     if original is not None:
-        src = source_index_of(record, n) or _align(original, ids)
+        src = source_index_of(record, n, len(original)) or _align(original, ids)
         removed_at = _removed_before(src, original, ids)
     elif any(p in ("shifted", "inserted") for p in prov):
         note = "record carries no original ids: removed text cannot be shown"
