@@ -68,8 +68,8 @@ class Summary:
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Yield the JSON objects of a triplets JSONL file; a torn or non-object line is skipped."""
-    with Path(path).open("r", encoding="utf-8") as fh:
+    """Yield the JSON objects of a triplets JSONL file; a torn, undecodable or non-object line is skipped."""
+    with Path(path).open("r", encoding="utf-8", errors="replace") as fh:
         for line in fh:
             line = line.strip()
             if not line:
