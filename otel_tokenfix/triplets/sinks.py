@@ -52,18 +52,28 @@ class MemorySink:
 
 
 class CallableSink:
-    """Calls ``fn(record)`` per record, or ``fn(records)`` per trace with ``batch=True``."""
+    """Calls ``fn(record)`` per record, or ``fn(records)`` per trace with ``batch=True``.
+
+    Per record, a failure part-way leaves the records before it delivered: when the same batch object
+    is retried (as :class:`RetryingSink` does), delivery resumes after them instead of sending them twice.
+    """
 
     def __init__(self, fn: Callable[..., object], *, batch: bool = False) -> None:
         self.fn = fn
         self.batch = batch
+        self._partial: Sequence[TripletRecord] | None = None  # the batch a failure interrupted
+        self._delivered = 0
 
     def write(self, records: Sequence[TripletRecord]) -> None:
         if self.batch:
             self.fn(list(records))
-        else:
-            for r in records:
-                self.fn(r)
+            return
+        start = self._delivered if records is self._partial else 0
+        self._partial, self._delivered = records, start
+        for i in range(start, len(records)):
+            self.fn(records[i])
+            self._delivered = i + 1
+        self._partial, self._delivered = None, 0
 
     def flush(self) -> None:
         pass
@@ -157,8 +167,9 @@ class RetryingSink:
 
     A failed batch is kept (up to ``max_pending`` records; beyond that the oldest batch is dropped and
     counted and logged as an error). Retries happen on the next ``write``/``flush`` once a backoff has
-    elapsed (doubling from ``backoff_s`` up to ``max_backoff_s``); ``flush(force=True)`` and ``close``
-    retry at once, up to ``close_attempts`` times. Never raises.
+    elapsed (doubling from ``backoff_s`` up to ``max_backoff_s``); ``flush(force=True)`` retries at once;
+    ``close`` keeps retrying while the backlog shrinks and gives up after ``close_attempts`` attempts in a
+    row that wrote nothing (a flaky sink must not lose a long backlog at shutdown). Never raises.
     """
 
     def __init__(
@@ -239,10 +250,13 @@ class RetryingSink:
         """Last retries, then close the sink; pending records left are logged as an error (counted)."""
         with self._lock:
             ok = False
-            for _ in range(max(1, self.close_attempts)):
+            stalled = 0
+            while stalled < max(1, self.close_attempts):
+                before = self.stats.pending
                 if self.flush(force=True):
                     ok = True
                     break
+                stalled = stalled + 1 if self.stats.pending >= before else 0
                 time.sleep(min(self._delay, 0.2))
             if not ok:
                 log.error("triplet sink closed with %d records not written", self.stats.pending)
