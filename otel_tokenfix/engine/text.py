@@ -107,6 +107,18 @@ def _visible(table: TokenTable, arr: np.ndarray, view: View) -> tuple[np.ndarray
     return np.arange(n), arr
 
 
+def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: int) -> np.ndarray:
+    """Indices into the table's flat byte buffer of every byte of the given tokens, in order.
+
+    A cumulative sum of +1 steps with a jump at each token start: fewer passes than repeat + arange."""
+    if int(lens.min()) > 0:
+        inc = np.ones(total, dtype=np.int64)
+        inc[0] = starts[0]
+        inc[off[1:-1]] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
+        return np.cumsum(inc, out=inc)
+    return np.repeat(starts - off[:-1], lens) + np.arange(total, dtype=np.int64)
+
+
 def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, view: View) -> _Doc | None:
     """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
     vis, vids = _visible(table, arr, view)
@@ -115,8 +127,7 @@ def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarra
     np.cumsum(lens, out=off[1:])
     total = int(off[-1])
     if total:
-        idx = np.repeat(table.starts[vids] - off[:-1], lens) + np.arange(total, dtype=np.int64)
-        raw = table.flat[idx]
+        raw = table.flat[_byte_index(table.starts[vids], lens, off, total)]
         b = raw.tobytes()
     else:
         raw = np.zeros(0, dtype=np.uint8)
