@@ -92,7 +92,7 @@ class RagAgent:
             with self.tracer.start_as_current_span("agent.step", attributes={"agent.step": "search"}):
                 call = self._chat("search", messages)
                 calls.append(call)
-                self._edit(call, "strip <think>", edits.strip_think(call.final_text))
+                # a tool turn keeps its reasoning in the history; only the broken JSON is repaired
                 self._edit(call, "repair tool JSON", edits.repair_tool_json(call.final_text))
                 tool = edits.parse_tool_call(call.final_text) or {}
                 query = str((tool.get("arguments") or {}).get("query", question))
@@ -105,6 +105,7 @@ class RagAgent:
             with self.tracer.start_as_current_span("agent.step", attributes={"agent.step": "answer"}):
                 call = self._chat("answer", messages)
                 calls.append(call)
+                # the final answer is cleaned up before the user sees it
                 self._edit(call, "strip <think>", edits.strip_think(call.final_text))
                 self._edit(call, "delete hedge", edits.delete_phrase(call.final_text, HEDGE))
                 self._edit(call, "reorder sentences", edits.reorder_sentences(call.final_text, GOLD_FACTS[0]))

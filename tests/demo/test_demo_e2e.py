@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def expected_texts() -> list[str]:
     """What the agent must end up using, computed independently from the script."""
-    search = edits.repair_tool_json(edits.strip_think(TURN_SEARCH.text))
+    search = edits.repair_tool_json(TURN_SEARCH.text)
     answer = edits.reorder_sentences(edits.delete_phrase(edits.strip_think(TURN_ANSWER.text), HEDGE), GOLD_FACTS[0])
     return [search, answer]
 
@@ -48,7 +48,7 @@ def test_every_call_becomes_one_exact_triplet(demo, qwen):
         assert rec["metadata"]["model"] == MODEL
         assert rec["rollout_id"] == ROLLOUT_ID and rec["attempt_id"] == ATTEMPT_ID
         assert rec["trace_id"] == result.agent.trace_id
-    assert [len(c.edits) for c in result.agent.calls] == [2, 3]
+    assert [len(c.edits) for c in result.agent.calls] == [1, 3]
 
 
 def test_provenance_is_provable_against_what_the_server_sampled(demo, qwen):
