@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from otel_tokenfix.engine import correct_text
@@ -90,16 +90,16 @@ def test_exact_and_minimal_single_edit(any_tokenizer, text, seed, non_canonical)
 
 
 @SETTINGS
-@given(text=texts, seed=st.integers(0, 2**32 - 1))
-def test_canonical_in_canonical_out(any_tokenizer, text, seed):
+@given(text=texts, seed=st.integers(0, 2**32 - 1), n_edits=st.integers(1, 3))
+def test_canonical_in_canonical_out(any_tokenizer, text, seed, n_edits):
     tok = any_tokenizer
     rng = random.Random(seed)
     ids = canonical(tok, text)
-    if decode(tok, ids) != text:
-        return
-    edited = mutate(rng, text)
-    if not roundtrips(tok, edited):
-        return
+    assume(decode(tok, ids) == text)
+    edited = text
+    for _ in range(n_edits):
+        edited = mutate(rng, edited)
+    assume(roundtrips(tok, edited))
     c = correct_text(tok, ids, edited)
     assert decode(tok, c.token_ids) == edited
     assert c.token_ids == canonical(tok, edited), c.method
@@ -144,3 +144,24 @@ def test_many_random_edits_rarely_widen(any_tokenizer, view):
         methods[c.method] = methods.get(c.method, 0) + 1
     assert methods.get("reencode", 0) == 0, methods
     assert methods.get("widened", 0) <= 6, methods
+
+
+@SETTINGS
+@given(text=texts, seed=st.integers(0, 2**32 - 1), view=st.sampled_from(["content", "raw"]))
+def test_hidden_tokens_anywhere_stay_in_order(any_tokenizer, text, seed, view):
+    """Special tokens sprinkled through the sampled ids: exact in both views; in the content view every
+    one of them survives, in its original order."""
+    tok = any_tokenizer
+    rng = random.Random(seed)
+    table = get_table(tok)
+    specials = [i for i in range(min(table.size, 2000)) if table.hidden[i]][:3] or [0]
+    ids = canonical(tok, text)
+    for _ in range(rng.randrange(1, 4)):
+        ids.insert(rng.randrange(len(ids) + 1), rng.choice(specials))
+    edited = mutate(rng, mutate(rng, decode(tok, ids, view)))
+    c = correct_text(tok, ids, edited, view=view)
+    assert decode(tok, c.token_ids, view) == edited
+    assert_consistent(c, ids)
+    if view == "content":
+        kept_hidden = [s for s, t in zip(c.source_index, c.token_ids, strict=True) if table.hidden[t]]
+        assert kept_hidden == [i for i, t in enumerate(ids) if table.hidden[t]]
