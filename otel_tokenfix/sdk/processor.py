@@ -61,7 +61,10 @@ class TokenFixSpanProcessor(SpanProcessor):
         root_grace: seconds a root LLM span (a trace of its own) stays held for edits from later traces.
         timer_interval: seconds between background checks of timeouts (``None``: check only in
             ``on_end`` / ``force_flush``).
-        mark_unchanged: also copy LLM spans without edits to add ``tokenfix.status=unchanged``.
+        mark_unchanged: put ``tokenfix.status=unchanged`` on (a copy of) LLM spans without edits (default):
+            every LLM span leaving the processor then says it was processed, so a triplet exporter or the
+            OTLP service downstream never applies an edit a second time or to the wrong call (spans of one
+            trace can reach them in any order).
         warm_up: load the configured tokenizers and build the engine's tables on a background thread now,
             so the first edited trace of each model does not pay ~1-2 s on the application's thread.
         meter_provider: if given, the counters are also exported as OTel metrics.
@@ -80,7 +83,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         hold_timeout: float = 1800.0,
         root_grace: float = 2.0,
         timer_interval: float | None = 1.0,
-        mark_unchanged: bool = False,
+        mark_unchanged: bool = True,
         warm_up: bool = False,
         meter_provider: Any = None,
         clock: Callable[[], float] = time.monotonic,
@@ -277,12 +280,19 @@ class TokenFixSpanProcessor(SpanProcessor):
 
     def _process_one(self, release: Release) -> None:
         overlays: Mapping[int, Mapping[str, Any]] = {}
-        if release.correct and not self._mark_unchanged and not _has_edits(release):
+        if release.correct and not _has_edits(release):
             # nothing can change: skip parsing ids (the common case, and the hot one)
             self._count("unchanged", len(release.spans))
             self._count("forwarded", len(release.spans))
             for view in release.spans:
-                self._forward(view.source)
+                span = view.source
+                if self._mark_unchanged:
+                    try:
+                        span = corrected_copy(span, _UNCHANGED)
+                    except Exception:  # noqa: BLE001
+                        self._count("internal_errors")
+                        logger.exception("tokenfix: building the marked copy failed; forwarding the original")
+                self._forward(span)
             return
         try:
             correction = correct_release(
@@ -367,6 +377,9 @@ def _with_sdk_limits(conventions: Conventions) -> Conventions:
     logger.warning("tokenfix: string attributes are limited to %d chars; longer edit texts get truncated by the "
                    "SDK and are rejected", limit)
     return replace(conventions, truncation_limit=limit)
+
+
+_UNCHANGED = {cv.STATUS: cv.STATUS_UNCHANGED}
 
 
 def _has_edits(release: Release) -> bool:

@@ -15,7 +15,7 @@ a typo in an env var must not stop the user's application.
 | ``OTEL_TOKENFIX_ROOT_GRACE`` | seconds a root LLM span waits for edits from later traces | 2 |
 | ``OTEL_TOKENFIX_TIMER_INTERVAL`` | seconds between background timeout checks (0: none) | 1 |
 | ``OTEL_TOKENFIX_OVERWRITE_SOURCE_KEY`` | write corrected ids under the key they came from | true |
-| ``OTEL_TOKENFIX_MARK_UNCHANGED`` | put ``tokenfix.status=unchanged`` on spans without edits | false |
+| ``OTEL_TOKENFIX_MARK_UNCHANGED`` | put ``tokenfix.status=unchanged`` on LLM spans without edits | true |
 | ``OTEL_TOKENFIX_METRICS`` | export the processor's counters as OTel metrics | true |
 | ``OTEL_TOKENFIX_WARM_UP`` | load tokenizers and build engine tables at start, on a background thread | false |
 """
@@ -95,7 +95,7 @@ class Settings:
     root_grace: float = 2.0
     timer_interval: float = 1.0
     overwrite_source_key: bool = True
-    mark_unchanged: bool = False
+    mark_unchanged: bool = True
     metrics: bool = True
     warm_up: bool = False
 

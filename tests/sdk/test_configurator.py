@@ -34,7 +34,7 @@ def test_settings_from_env_with_bad_values_falls_back() -> None:
     assert s.max_ids == 1000 and s.assembly_kwargs()["max_ids"] == 1000
     assert s.tokenizers == {"m1": "/a", "org/m2": "builtin:qwen"} and s.default_tokenizer == "/d"
     assert (s.max_traces, s.max_spans, s.hold_timeout, s.root_grace) == (7, 8192, 1800.0, 0.5)
-    assert s.overwrite_source_key is False and s.mark_unchanged is False
+    assert s.overwrite_source_key is False and s.mark_unchanged is True  # "maybe" -> the default
     assert s.conventions().overwrite_source_key is False
     kw = s.processor_kwargs()
     assert kw["max_traces"] == 7 and kw["root_grace"] == 0.5 and isinstance(kw["tokenizers"], TokenizerResolver)

@@ -174,7 +174,8 @@ def test_untargeted_edit_goes_to_most_recent_llm_span(qwen):
                 pass
     first, second = sorted(p.named("llm"), key=lambda s: s.start_time)
     assert_corrected(qwen, first, qwen_ids(qwen, t1), "Alpha gamma.")
-    assert cv.STATUS not in second.attributes  # no edit: forwarded as is
+    assert second.attributes[cv.STATUS] == cv.STATUS_UNCHANGED  # no edit: as it came, marked processed
+    assert cv.RESPONSE_IDS not in second.attributes
     assert list(second.attributes["response_token_ids"]) == qwen_ids(qwen, t2)
 
 
@@ -228,7 +229,7 @@ def test_malformed_edit_events(qwen, event_attrs, expect):
     spans = p.spans()
     assert len(spans) == 2
     if "16 hex" in expect:  # no usable target: reported as an edit attached to nothing
-        assert cv.STATUS not in a
+        assert a[cv.STATUS] == cv.STATUS_UNCHANGED
     else:
         assert a[cv.STATUS] == cv.STATUS_ERROR and expect in a[cv.ERROR]
         assert list(a["response_token_ids"]) == qwen_ids(qwen, TEXT)
@@ -242,7 +243,7 @@ def test_unknown_target_is_counted(qwen):
             pass
         record_edit(EDITED, target="no-such-response")
         record_edit(EDITED, target=0x1234)
-    assert cv.STATUS not in p.one("llm").attributes
+    assert p.one("llm").attributes[cv.STATUS] == cv.STATUS_UNCHANGED
     assert p.processor.stats["errors"] == 2
 
 
