@@ -782,3 +782,103 @@ def run_flood(
         ("processor counters", ", ".join(f"{k}={v}" for k, v in sorted(processor_counters(proc).items()))),
     ]
     return rows, ok
+
+
+# --- the triplet exporter soak ------------------------------------------------------------------------------
+class FlakySink:
+    """A triplet sink (``TripletSink`` protocol) that randomly fails a write, like a network store; a
+    failed write delivers nothing (all or nothing per call), so a retry must not duplicate."""
+
+    def __init__(self, *, p_fail: float = 0.05, seed: int = 3):
+        self.rng = random.Random(seed)
+        self.p_fail = p_fail
+        self.lock = threading.Lock()
+        self.records: list[Any] = []
+        self.failures = 0
+
+    def write(self, records: Sequence[Any]) -> None:
+        with self.lock:
+            if self.rng.random() < self.p_fail:
+                self.failures += 1
+                raise OSError("triplet store unavailable (simulated)")
+            self.records.extend(records)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run_exporter_soak(
+    tokenizer: Any, cfg: Workload, *, behind_processor: bool, p_fail: float = 0.05, sink: Any = None
+) -> tuple[list[tuple[str, str]], bool, dict]:
+    """Simulated agents -> [TokenFixSpanProcessor ->] SimpleSpanProcessor -> TripletExporter -> a
+    flaky sink. Every LLM span must give exactly one triplet that passes the differential check."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from otel_tokenfix import TokenFixSpanProcessor, TripletExporter
+
+    sink = sink if sink is not None else FlakySink(p_fail=p_fail, seed=cfg.seed)
+    exporter = TripletExporter(sink, tokenizers={MODEL: tokenizer}, root_grace=0.5)
+    inner = SimpleSpanProcessor(exporter)
+    tp = TracerProvider()
+    tp.add_span_processor(TokenFixSpanProcessor(inner, tokenizers={MODEL: tokenizer}) if behind_processor else inner)
+    t0 = time.monotonic()
+    ledger = run_agents(tp, Sampler(tokenizer), cfg)
+    tp.shutdown()
+    seconds = time.monotonic() - t0
+    records = [r if isinstance(r, dict) else r.to_dict() for r in getattr(sink, "records", [])]
+    got = Counter((r["trace_id"], r["span_id"]) for r in records)
+    want = {(format(e.trace_id, "032x"), format(e.span_id, "016x")) for e in ledger.llm.values()}
+    missing, dups, unexpected = want - set(got), [k for k, n in got.items() if n > 1], set(got) - want
+    out = {}
+    for r in records:
+        meta = r.get("metadata") or {}
+        out[int(r["span_id"], 16)] = {
+            "tokenfix.status": meta.get("status"),
+            "tokenfix.method": meta.get("method"),
+            "tokenfix.response.token_ids": r["response"]["token_ids"],
+        }
+    check = differential_check(tokenizer, ledger.llm, out)
+    stats = asdict_safe(exporter.stats)
+    ok = not missing and not dups and not unexpected and check.wrong == 0 and not check.not_corrected
+    where = "behind TokenFixSpanProcessor" if behind_processor else "alone (applies edits itself)"
+    rows = [
+        (f"TripletExporter {where}: spans in", f"{len(ledger.ended)}"),
+        ("LLM spans / triplets written", f"{len(ledger.llm)} / {sum(got.values())}"),
+        ("missing / duplicated / unexpected triplets", f"{len(missing)} / {len(dups)} / {len(unexpected)}"),
+        ("sink failures injected (retried)", f"{getattr(sink, 'failures', 0)}"),
+        (
+            "differential check: checked / wrong / not corrected",
+            f"{check.checked} / {check.wrong} / {len(check.not_corrected)}",
+        ),
+        ("statuses", ", ".join(f"{k}={v}" for k, v in sorted(check.statuses.items()))),
+        ("wall time", f"{seconds:.1f} s"),
+    ]
+    return rows, ok, stats
+
+
+def asdict_safe(obj: Any) -> dict:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+    return dict(obj) if isinstance(obj, dict) else {}
+
+
+class CallableFlaky:
+    """A per-record callable sink (what users pass as ``TripletExporter(fn)``) that sometimes raises."""
+
+    def __init__(self, *, p_fail: float = 0.05, seed: int = 4):
+        self.rng = random.Random(seed)
+        self.p_fail = p_fail
+        self.records: list[Any] = []
+        self.failures = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, record: Any) -> None:
+        with self.lock:
+            if self.rng.random() < self.p_fail:
+                self.failures += 1
+                raise OSError("store unavailable (simulated)")
+            self.records.append(record)
