@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -128,6 +128,7 @@ class TripletExporter(SpanExporter):
         env: Mapping[str, str] | None = None,
         sink_backoff_s: float = 0.05,
         sink_max_pending: int = 100_000,
+        apply_edits: bool | None = None,
     ) -> None:
         env = os.environ if env is None else env
         p = ENV_PREFIX
@@ -159,6 +160,13 @@ class TripletExporter(SpanExporter):
             root_grace=_env_float(env.get(p + "ROOT_GRACE"), DEFAULT_ROOT_GRACE) if root_grace is None else root_grace,
             clock=clock,
         )
+        if apply_edits is None:
+            raw = (env.get(p + "APPLY_EDITS") or "auto").strip().lower()
+            apply_edits = None if raw == "auto" else _env_bool(raw, True)
+        #: True: apply the trace's edits (alone); False: only read corrected spans back (behind the
+        #: processor); None (auto): apply them until a span corrected upstream is seen.
+        self.apply_edits = apply_edits
+        self._seen_upstream = False
         self.stats = ExporterStats()
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
@@ -182,6 +190,8 @@ class TripletExporter(SpanExporter):
                         log.warning("tokenfix triplets: skipping a span that cannot be read: %s", exc)
                         continue
                     self.stats.spans += 1
+                    if not self._seen_upstream and cv.STATUS in view.attributes:
+                        self._seen_upstream = True
                     if self._released_before(view.trace_id):
                         self.stats.late_spans += 1
                         if self.stats.late_spans in (1, 10, 100) or self.stats.late_spans % 1000 == 0:
@@ -282,7 +292,28 @@ class TripletExporter(SpanExporter):
                 if records:
                     self.sink.write(records)
 
+    def behind_processor(self) -> None:
+        """Declare that a ``TokenFixSpanProcessor`` corrects upstream: edits are never applied here.
+
+        Why it matters: behind the processor an edit's target may still be held upstream (e.g. a step
+        that ends after its trace's root) while its carrier span already arrived here; applied here, an
+        untargeted edit would land on the wrong call. The processor and the configurator call this.
+        """
+        self.apply_edits = False
+
+    def _reads_back_only(self, release: Release) -> bool:
+        if self.apply_edits is not None:
+            return not self.apply_edits
+        return self._seen_upstream or any(cv.STATUS in s.attributes for s in release.all_spans)
+
     def _records(self, release: Release) -> list:
+        if self._reads_back_only(release):  # edits were applied upstream: show the corrector none
+            release = replace(
+                release,
+                spans=tuple(replace(s, events=()) if s.events else s for s in release.spans),
+                context=tuple(replace(s, events=()) if s.events else s for s in release.context),
+                foreign=(),
+            )
         spans = release.all_spans
         tc = correct_release(release, self.tokenizers, conventions=self.conventions)
         records = build_triplets(

@@ -220,7 +220,8 @@ def call_data_from_llm_call(call: Any, rollout: tuple[str | None, str | None] = 
         edits=int(getattr(call, "edits", 0) or 0),
         status=str(getattr(call, "status", "unchanged")),
         reason=getattr(call, "reason", None),
-        method=getattr(call, "method", None),
+        # a call read back as "unchanged" carries no method attribute: same record as when corrected here
+        method=getattr(call, "method", None) or ("unchanged" if getattr(call, "status", None) == "unchanged" else None),
         removed=int(getattr(call, "removed", 0) or 0),
         rollout_id=_str_or_none(info.get(c.ROLLOUT_ID)) or rollout[0],
         attempt_id=_str_or_none(info.get(c.ATTEMPT_ID)) or rollout[1],

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -174,3 +175,79 @@ def test_behind_processor_with_batch_processor(qwen, tmp_path):
         recs = [r for r in records if r.trace_id == format(run.trace_id, "032x")]
         assert [qwen.decode(r.response_ids, skip_special_tokens=True) for r in recs] == run.final_texts
         assert all(r.metadata["complete"] for r in recs)
+
+
+def early_root_episode(tracer, qwen):
+    """The root ends while its last step still runs; that step's LLM call and its edit come after the
+    root. Upstream, the processor releases the first call (no edit: not marked) at the root and holds the
+    late call; the edit's carrier passes straight through to the exporter."""
+    from opentelemetry import trace
+
+    root = tracer.start_span("agent.run")
+    ctx = trace.set_span_in_context(root)
+    p1 = [151644, *enc(qwen, "user\nHi"), IM_END]
+    r1 = [*enc(qwen, "Hello there."), IM_END]
+    llm1 = tracer.start_span("chat", context=ctx, attributes={"prompt_token_ids": p1, "response_token_ids": r1})
+    llm1.end()
+    step = tracer.start_span("agent.step", context=ctx)
+    root.end()  # early
+    r2 = [*enc(qwen, "I am fine, thanks."), IM_END]
+    llm2 = tracer.start_span("chat", context=trace.set_span_in_context(step),
+                             attributes={"prompt_token_ids": p1 + r1, "response_token_ids": r2})
+    llm2.end()
+    step.add_event("text.edited", {"tokenfix.edit.text": "I am great, thanks."})  # untargeted: llm2
+    step.end()
+    return llm1.get_span_context().span_id, llm2.get_span_context().span_id, r1
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_behind_processor_never_applies_an_edit_whose_target_is_held_upstream(qwen, declared):
+    warm(qwen)
+    sink = MemorySink()
+    exporter = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=100, env={})
+    if declared:
+        exporter.behind_processor()
+    # mark_unchanged=False: the unedited first call comes through unmarked, like any span would alone
+    processor = TokenFixSpanProcessor(SimpleSpanProcessor(exporter), tokenizers=qwen, root_grace=0,
+                                      mark_unchanged=False)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    llm1, llm2, r1 = early_root_episode(provider.get_tracer("t"), qwen)
+    exporter.force_flush()  # releases root + first call + the edit's carrier; the edited call is still upstream
+    (first,) = sink.records
+    assert int(first.span_id, 16) == llm1
+    if not declared:  # alone-mode behaviour: the untargeted edit lands on the only call it can see
+        assert first.metadata["status"] == "corrected"
+        provider.shutdown()
+        return
+    assert first.metadata["status"] == "unchanged" and first.response_ids == r1  # not hit by llm2's edit
+    provider.shutdown()  # the processor releases the late call, corrected
+    late = [r for r in sink.records if int(r.span_id, 16) == llm2]
+    assert len(late) == 1 and late[0].metadata["status"] == "corrected"
+    assert qwen.decode(late[0].response_ids, skip_special_tokens=True) == "I am great, thanks."
+    assert late[0].metadata["complete"] is False  # it left its trace after the root
+
+
+def test_auto_mode_stops_applying_edits_once_it_sees_corrected_spans(qwen):
+    warm(qwen)
+    sink = MemorySink()
+    exporter = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=100, env={})
+    assert exporter.apply_edits is None  # auto
+    provider = TracerProvider()
+    provider.add_span_processor(TokenFixSpanProcessor(SimpleSpanProcessor(exporter), tokenizers=qwen, root_grace=0,
+                                                      mark_unchanged=False))
+    tracer = provider.get_tracer("t")
+    run_agent(tracer, qwen)  # an ordinary episode: its corrected spans tell the exporter it is behind
+    exporter.force_flush()
+    assert exporter._seen_upstream  # noqa: SLF001
+    llm1, _, r1 = early_root_episode(tracer, qwen)
+    exporter.force_flush()
+    (first,) = [r for r in sink.records if int(r.span_id, 16) == llm1]
+    assert first.metadata["status"] == "unchanged" and first.response_ids == r1
+    provider.shutdown()
+
+
+def test_apply_edits_from_env():
+    assert TripletExporter(MemorySink(), env={"OTEL_TOKENFIX_TRIPLETS_APPLY_EDITS": "false"}).apply_edits is False
+    assert TripletExporter(MemorySink(), env={"OTEL_TOKENFIX_TRIPLETS_APPLY_EDITS": "true"}).apply_edits is True
+    assert TripletExporter(MemorySink(), env={}).apply_edits is None
