@@ -54,14 +54,10 @@ def to_view(span: ReadableSpan) -> SpanView:
 _SCALARS = (bool, int, float, str)
 
 
-def _small(overlay: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in overlay.items() if not (isinstance(v, tuple) and len(v) > 16)}
-
-
 def _homogeneous(value: Any) -> bool:
     """An attribute array the SDK would accept: a tuple whose items all have one scalar type."""
     kinds = set(map(type, value))
-    return len(kinds) == 1 and next(iter(kinds)) in _SCALARS
+    return len(kinds) <= 1 and (not kinds or next(iter(kinds)) in _SCALARS)
 
 
 def corrected_copy(span: ReadableSpan, overlay: Mapping[str, Any]) -> ReadableSpan:
@@ -71,13 +67,18 @@ def corrected_copy(span: ReadableSpan, overlay: Mapping[str, Any]) -> ReadableSp
     the original's dropped-attribute, event and link counts are kept (events/links are passed as the
     same bounded lists), so its OTLP encoding differs only by the overlay keys.
     """
-    clean = BoundedAttributes(maxlen=None, attributes=_small(overlay), immutable=False)  # validate the small ones
     merged: dict[str, Any] = dict(plain_attributes(span))
+    odd = {}
     for key, value in overlay.items():
-        if key in clean:
-            merged[key] = clean[key]
-        elif _homogeneous(value):  # long arrays: one C-speed type check instead of the SDK's per-item one
-            merged[key] = value
+        if type(value) in _SCALARS or (isinstance(value, tuple) and _homogeneous(value)):
+            merged[key] = value  # already a valid attribute value: one C-speed type check, no SDK cleaning
+        else:
+            odd[key] = value
+    if odd:  # anything else goes through the SDK's own cleaning (lists become tuples, invalid values drop)
+        clean = BoundedAttributes(maxlen=None, attributes=odd, immutable=False)
+        for key in odd:
+            if key in clean:
+                merged[key] = clean[key]
     attributes = BoundedAttributes(maxlen=None, immutable=True)
     attributes._dict = merged  # noqa: SLF001 - original values are already clean; skip re-validating them
     attributes.dropped = span.dropped_attributes

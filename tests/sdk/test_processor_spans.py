@@ -80,3 +80,16 @@ def test_view_of_sdk_span() -> None:
     assert [e.name for e in view.events] == ["e2"]  # the SDK keeps the newest
     assert view.resource_attributes["agentlightning.rollout_id"] == "r1"
     assert view.source is span
+
+
+def test_overlay_values_that_are_not_attribute_values_are_cleaned_like_the_sdk() -> None:
+    from opentelemetry.attributes import BoundedAttributes
+
+    span = _one_span()
+    odd = {"as.list": [1, 2], "mixed": (1, "a"), "nested": {"k": [1]}}
+    copy = corrected_copy(span, {**odd, "ok": (0.5, float("nan"))})
+    sdk = BoundedAttributes(attributes=odd)
+    for key in odd:
+        assert copy.attributes.get(key) == sdk.get(key)
+    assert copy.attributes["as.list"] == (1, 2) and copy.attributes["ok"][0] == 0.5
+    encode_spans([copy])  # and it still encodes
