@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--flood-traces", type=int, default=50_000)
-    parser.add_argument("--service-traces", type=int, default=2_000)
+    parser.add_argument("--service-traces", type=int, default=3_000)
     parser.add_argument("--skip-service", action="store_true")
     args = parser.parse_args(argv)
 
@@ -47,20 +47,33 @@ def main(argv: list[str] | None = None) -> int:
     sections.append(h.format_table(report.rows(), f"Processor soak ({args.spans} spans, {args.threads} threads)"))
     print(sections[-1], flush=True)
 
-    flood = getattr(h, "run_flood", None)
-    if flood is not None:
-        rows, good = flood(tok, traces=args.flood_traces)
+    rows, good = h.run_flood(tok, traces=args.flood_traces)
+    ok &= good
+    sections.append(h.format_table(rows, f"Flood of never-ending roots ({args.flood_traces} traces)"))
+    print("\n" + sections[-1], flush=True)
+    rows, good = h.run_flood(tok, traces=1, edit_spans=args.flood_traces // 5)
+    ok &= good
+    sections.append(h.format_table(rows, f"One never-ending root, {args.flood_traces // 5} edit-carrying spans"))
+    print("\n" + sections[-1], flush=True)
+
+    for behind in (False, True):
+        rows, good, _ = h.run_exporter_soak(tok, h.Workload(threads=args.threads, spans=args.spans // 4,
+                                                             seed=args.seed), behind_processor=behind)
         ok &= good
-        sections.append(h.format_table(rows, f"Flood of never-ending roots ({args.flood_traces} traces)"))
+        sections.append(h.format_table(rows, f"TripletExporter soak ({args.spans // 4} spans, flaky sink)"))
         print("\n" + sections[-1], flush=True)
 
-    crash = getattr(h, "run_crash_recovery", None)
-    if crash is not None and not args.skip_service:
-        rows, good = crash(tok, traces=args.service_traces)
-        ok &= good
-        title = f"serve --spool: SIGKILL mid-stream and restart ({args.service_traces} traces)"
-        sections.append(h.format_table(rows, title))
-        print("\n" + sections[-1], flush=True)
+    if not args.skip_service:
+        from tests.reliability.service_harness import run_crash_recovery
+
+        for spool in (True, False):
+            rows, good = run_crash_recovery(tok, traces=args.service_traces, spool=spool)
+            if spool:
+                ok &= good
+            mode = "serve --spool" if spool else "serve without --spool (what a crash loses)"
+            title = f"{mode}: SIGKILL mid-stream, restart ({args.service_traces} traces)"
+            sections.append(h.format_table(rows, title))
+            print("\n" + sections[-1], flush=True)
 
     print(f"\ncommand: .venv/bin/python -m bench.soak {' '.join(argv or sys.argv[1:])}".rstrip())
     print(f"total {time.monotonic() - t0:.0f} s; result: {'PASS' if ok else 'FAIL'}")

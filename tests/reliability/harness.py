@@ -13,6 +13,7 @@ import random
 import resource
 import threading
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,13 +45,13 @@ class Expect:
 
     trace_id: int
     span_id: int
-    original_ids: list[int]
+    original_ids: Any  # array('i') of the sampled ids
     original_text: str
     final_text: str
     #: char ranges of the original text that no edit touched (tokens inside must survive)
     keep: list[tuple[int, int]]
-    #: (start, end) char offsets of each original token (None for special tokens)
-    offsets: list[tuple[int, int] | None]
+    #: (start, end) char offsets of each original token, flattened ((-1, -1) for special tokens)
+    offsets: Any
     edits: int = 0
     #: for a token-level edit: exactly the ids the agent gave
     expected_ids: list[int] | None = None
@@ -239,14 +240,15 @@ class Agent:
             "chat " + MODEL, parent, _llm_attributes(style, prompt, ids, text, f"resp-{rng.getrandbits(64):x}")
         )
         self._end(span)
+        flat = array("i", [x for off in offsets for x in (off if off is not None else (-1, -1))])
         exp = Expect(
             span.get_span_context().trace_id,
             span.get_span_context().span_id,
-            ids,
+            array("i", ids),
             text,
             text,
             [],
-            offsets,
+            flat,
             must_correct=must_correct,
         )
         self.ledger.add_llm(exp)
@@ -358,6 +360,20 @@ def run_agents(tracer_provider: Any, sampler: Sampler, cfg: Workload, ledger: Le
 
 
 # --- downstream: flaky, counting --------------------------------------------------------------------------
+_KEPT_KEYS = ("tokenfix.status", "tokenfix.method", "tokenfix.error", "tokenfix.edit.count")
+
+
+def _project(attrs: Any) -> dict[str, Any]:
+    """What the checks read of an output span, stored compactly (a 200k-span soak keeps them all)."""
+    out = {k: attrs[k] for k in _KEPT_KEYS if k in attrs}
+    ids = attrs.get("tokenfix.response.token_ids")
+    if isinstance(ids, (list, tuple)) and all(isinstance(i, int) and 0 <= i < 2**31 for i in ids):
+        out["tokenfix.response.token_ids"] = array("i", ids)
+    elif ids is not None:
+        out["tokenfix.response.token_ids"] = ids
+    return out
+
+
 class FlakyCountingProcessor(SpanProcessor):
     """The downstream the TokenFix processor wraps. Records every span it is handed (before misbehaving),
     then with small probabilities raises or stalls, like a real exporter on a bad network."""
@@ -389,7 +405,7 @@ class FlakyCountingProcessor(SpanProcessor):
         with self.lock:
             self.received[(ctx.trace_id, ctx.span_id)] += 1
             if self.keep(span):
-                self.spans[ctx.span_id] = dict(span.attributes or {})
+                self.spans[ctx.span_id] = _project(span.attributes or {})
             roll = self.rng.random()
         if roll < self.p_raise:
             with self.lock:
@@ -487,8 +503,14 @@ def protected_runs(exp: Expect, margin: int = 3) -> list[list[int]]:
     """Original tokens that must survive: those inside an untouched region, ``margin`` tokens away from
     its edges (the engine may re-encode 1-2 anchor tokens on each side of a change)."""
     runs = []
+    offs = exp.offsets
+    pairs = (
+        [(offs[i], offs[i + 1]) for i in range(0, len(offs), 2)]
+        if isinstance(offs, array)
+        else [off if off is not None else (-1, -1) for off in offs]
+    )
     for a, b in exp.keep:
-        idx = [i for i, off in enumerate(exp.offsets) if off is not None and off[0] >= a and off[1] <= b]
+        idx = [i for i, (x, y) in enumerate(pairs) if x >= 0 and x >= a and y <= b]
         if not idx:
             continue
         # split on gaps (cannot happen for contiguous offsets, but stay safe)
@@ -514,7 +536,7 @@ class CheckResult:
 
 
 def as_ids(value: Any) -> list[int] | None:
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, array)):
         return [int(x) for x in value]
     return None
 
@@ -536,7 +558,7 @@ def differential_check(tokenizer: Any, expects: dict[int, Expect], out: dict[int
             continue
         ids = as_ids(attrs.get("tokenfix.response.token_ids"))
         if status == "unchanged" and ids is None:
-            ids = exp.original_ids
+            ids = list(exp.original_ids)
         if ids is None:
             res.text_mismatch.append(sid)
             continue
@@ -547,7 +569,7 @@ def differential_check(tokenizer: Any, expects: dict[int, Expect], out: dict[int
         if not ids or ids[-1] != exp.original_ids[-1]:
             res.eos_moved.append(sid)
         if status == "corrected" and exp.expected_ids is not None:
-            if ids != exp.expected_ids:
+            if list(ids) != list(exp.expected_ids):
                 res.lost_tokens.append(sid)
         elif not _runs_in_order(ids, protected_runs(exp)):
             res.lost_tokens.append(sid)
