@@ -94,6 +94,13 @@ def tokenizers_from_env(env: Mapping[str, str]) -> Any:
     return settings.resolver()
 
 
+def _shared_hold_timeout(env: Mapping[str, str]) -> float:
+    """The processor's hold timeout (``OTEL_TOKENFIX_HOLD_TIMEOUT``, shared default) as our fallback."""
+    from .settings import Settings
+
+    return float(Settings.from_env(env).hold_timeout)
+
+
 class TripletExporter(SpanExporter):
     """Export corrected triplets (one record per LLM call, in call order) to a sink.
 
@@ -106,7 +113,10 @@ class TripletExporter(SpanExporter):
     (default 0, ``OTEL_TOKENFIX_TRIPLETS_ROOT_GRACE``; spans arriving after their trace left are counted
     in ``stats.late_spans``, logged, and written later marked incomplete — never dropped).
     ``hold_timeout``: a trace whose root never arrives is released after that long, marked incomplete
-    (default ``OTEL_TOKENFIX_HOLD_TIMEOUT`` or 300 s). A daemon timer releases traces between exports
+    (default ``OTEL_TOKENFIX_TRIPLETS_HOLD_TIMEOUT``, else the shared ``OTEL_TOKENFIX_HOLD_TIMEOUT``).
+    ``apply_edits``: ``True`` alone (apply the trace's edits), ``False`` behind the processor (only read
+    corrected spans back; see :meth:`behind_processor`), ``None`` auto (apply until a span corrected
+    upstream is seen; ``OTEL_TOKENFIX_TRIPLETS_APPLY_EDITS``). A daemon timer releases traces between exports
     (``timer=False`` to drive :meth:`tick` yourself). ``provider.force_flush()`` does not reach an
     exporter: call :meth:`force_flush` (releases every held trace) or shut the provider down.
     """
@@ -154,7 +164,7 @@ class TripletExporter(SpanExporter):
             conventions=conventions,
             max_traces=int(_env_float(env.get(p + "MAX_TRACES"), 4096)) if max_traces is None else max_traces,
             max_spans=int(_env_float(env.get(p + "MAX_SPANS"), 200_000)) if max_spans is None else max_spans,
-            hold_timeout=_env_float(env.get(p + "HOLD_TIMEOUT") or env.get("OTEL_TOKENFIX_HOLD_TIMEOUT"), 300.0)
+            hold_timeout=_env_float(env.get(p + "HOLD_TIMEOUT"), _shared_hold_timeout(env))
             if hold_timeout is None
             else hold_timeout,
             root_grace=_env_float(env.get(p + "ROOT_GRACE"), DEFAULT_ROOT_GRACE) if root_grace is None else root_grace,
