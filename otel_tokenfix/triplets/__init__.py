@@ -9,7 +9,7 @@ from __future__ import annotations
 from .build import CallData, TripletOptions, build_records, build_triplets
 from .continuation import Continuation, check_continuation
 from .formats import to_agl_dict, to_agl_triplet, to_agl_v1_model_request, to_agl_v1_reward, to_verl
-from .record import TripletRecord, build_mask
+from .record import TripletRecord, build_mask, read_jsonl
 from .rewards import match_rewards
 from .sinks import CallableSink, JsonlSink, MemorySink, RetryingSink, TripletSink, make_sink
 from .trajectory import merge_trajectory
@@ -31,6 +31,7 @@ __all__ = [
     "make_sink",
     "match_rewards",
     "merge_trajectory",
+    "read_jsonl",
     "to_agl_dict",
     "to_agl_triplet",
     "to_agl_v1_model_request",

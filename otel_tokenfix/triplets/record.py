@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -157,3 +158,17 @@ class TripletRecord:
     @classmethod
     def from_json(cls, line: str) -> TripletRecord:
         return cls.from_dict(json.loads(line))
+
+
+def read_jsonl(path: str | os.PathLike[str], *, strict: bool = False) -> Iterator[TripletRecord]:
+    """Records of a triplets JSONL file, in file order. A line that is not a whole record (a file still
+    being written, a foreign line) is skipped, or raises with ``strict=True``."""
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield TripletRecord.from_json(line)
+            except (ValueError, KeyError, TypeError) as exc:
+                if strict:
+                    raise ValueError(f"{path}:{n}: not a triplet record: {exc}") from exc

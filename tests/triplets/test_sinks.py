@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from otel_tokenfix.triplets.record import TripletRecord
+from otel_tokenfix.triplets.record import TripletRecord, read_jsonl
 from otel_tokenfix.triplets.sinks import CallableSink, JsonlSink, MemorySink, RetryingSink, TripletSink, make_sink
 
 
@@ -45,6 +45,18 @@ def test_jsonl_lines_roundtrip(tmp_path):
     assert [TripletRecord.from_json(x) for x in lines] == [rec(1), rec(2), rec(3)]
 
 
+def test_read_jsonl_skips_a_torn_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    s = JsonlSink(path)
+    s.write([rec(1), rec(2)])
+    s.close()
+    with open(path, "a") as fh:
+        fh.write('{"trace_id": "x", "span_')  # a writer outside our sink died mid-line
+    assert list(read_jsonl(path)) == [rec(1), rec(2)]
+    with pytest.raises(ValueError, match=":3:"):
+        list(read_jsonl(path, strict=True))
+
+
 def test_jsonl_reopens_after_rotation(tmp_path):
     path = tmp_path / "t.jsonl"
     s = JsonlSink(path)
@@ -61,7 +73,7 @@ def test_jsonl_reopens_after_rotation(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys
-    from otel_tokenfix.triplets.record import TripletRecord
+    from otel_tokenfix.triplets.record import TripletRecord, read_jsonl
     from otel_tokenfix.triplets.sinks import JsonlSink
     path, who, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     s = JsonlSink(path)
