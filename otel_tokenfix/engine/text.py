@@ -14,6 +14,8 @@ How (all in bytes, no full decode/encode):
 
 from __future__ import annotations
 
+import codecs
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -148,41 +150,69 @@ def _build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarra
         cut_k = np.flatnonzero(ok)
         cut_d = np.maximum(off[cut_k] - s0, 0)
         return _Doc(ids, vis, vids, cut_k, cut_d, b[s0:], disp_text, True)
-    # Dirty: invalid UTF-8 in the token bytes (a cut multi-byte char, an SPM byte run). Cut only where the
-    # decoder provably restarts, decode each segment like the decoder does, and check against it.
+    # Dirty: invalid UTF-8 in the token bytes (a response cut mid-character, an SPM byte run). Cut only
+    # where the decoder provably restarts, decode the few segments holding invalid bytes like the decoder
+    # does (the rest shows its bytes as they are), and check the whole against the real decode.
+    ok = np.ones(nv + 1, dtype=bool)
+    if nv > 1:
+        ok[1:-1] = (raw[off[1:-1]] & 0xC0) != 0x80
+        if table.byte_ids:
+            is_byte = np.isin(vids, np.fromiter(table.byte_ids.values(), dtype=np.int64))
+            ok[1:-1] &= ~(is_byte[:-1] & is_byte[1:])
+    ks = np.flatnonzero(ok) if nv else np.zeros(1, dtype=np.int64)
+    seg_b = off[ks]  # byte offset of each cut
+    n_seg = max(int(ks.size) - 1, 0)
+    bad = np.zeros(max(n_seg, 1), dtype=bool)
+    for e0, e1 in _invalid_ranges(b):
+        j0 = int(np.searchsorted(seg_b, e0, "right")) - 1
+        j1 = int(np.searchsorted(seg_b, e1, "left"))
+        bad[max(j0, 0) : max(j1, j0 + 1)] = True
+    pieces: list[bytes] = []
+    shift = np.zeros(int(ks.size), dtype=np.int64)
+    pos = 0
     vlist = vids.tolist()
-    is_byte = np.zeros(nv, dtype=bool)
-    if table.byte_ids:
-        is_byte = np.isin(vids, np.fromiter(table.byte_ids.values(), dtype=np.int64))
-    ks = [0]
-    for k in range(1, nv):
-        if (raw[off[k]] & 0xC0) != 0x80 and not (is_byte[k - 1] and is_byte[k]):
-            ks.append(k)
-    if nv:
-        ks.append(nv)
-    segs: list[str] = []
-    for a, z in zip(ks[:-1], ks[1:], strict=True):
+    for j in np.flatnonzero(bad[:n_seg]).tolist():
+        x0, x1 = int(seg_b[j]), int(seg_b[j + 1])
         if table.kind == "metaspace":
-            segs.append(_spm_display(table, vlist[a:z]))
+            seg = _spm_display(table, vlist[int(ks[j]) : int(ks[j + 1])]).encode("utf-8")
         else:
-            segs.append(b[off[a] : off[z]].decode("utf-8", "replace"))
-    d = [0]
-    for s in segs:
-        d.append(d[-1] + len(s.encode("utf-8")))
-    disp_s = "".join(segs)
+            seg = b[x0:x1].decode("utf-8", "replace").encode("utf-8")
+        pieces.append(b[pos:x0])
+        pieces.append(seg)
+        pos = x1
+        shift[j + 1] += len(seg) - (x1 - x0)
+    pieces.append(b[pos:])
+    disp_b = b"".join(pieces)
+    try:
+        disp_s = disp_b.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
     strip = 1 if table.strip_leading_space and disp_s[:1] == " " else 0
     disp = disp_s[strip:]
     if disp != _decode(tokenizer, ids, view):
         return None
-    cut_d = np.maximum(np.asarray(d, dtype=np.int64) - strip, 0)
-    bad = np.zeros(max(len(segs), 1), dtype=bool)
-    for j, (a, z) in enumerate(zip(ks[:-1], ks[1:], strict=True)):
-        try:
-            bad[j] = b[off[a] : off[z]].decode("utf-8") != segs[j]
-        except UnicodeDecodeError:
-            bad[j] = True
-    cut_k = np.asarray(ks if nv else [0], dtype=np.int64)
-    return _Doc(ids, vis, vids, cut_k, cut_d, disp.encode("utf-8"), disp, False, bad)
+    cut_d = np.maximum(seg_b + np.cumsum(shift) - strip, 0)
+    return _Doc(ids, vis, vids, ks, cut_d, disp_b[strip:], disp, False, bad)
+
+
+_TLS = threading.local()
+
+
+def _record_invalid(exc: UnicodeError) -> tuple[str, int]:
+    _TLS.ranges.append((exc.start, exc.end))  # type: ignore[attr-defined]
+    return "", exc.end  # type: ignore[attr-defined]
+
+
+codecs.register_error("otel_tokenfix.record_invalid", _record_invalid)
+
+
+def _invalid_ranges(b: bytes) -> list[tuple[int, int]]:
+    """Byte ranges of ``b`` that are not valid UTF-8, in one decoding pass."""
+    _TLS.ranges = []
+    b.decode("utf-8", "otel_tokenfix.record_invalid")
+    out: list[tuple[int, int]] = _TLS.ranges
+    _TLS.ranges = []
+    return out
 
 
 @dataclass

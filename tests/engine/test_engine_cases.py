@@ -335,3 +335,15 @@ class TestBadInput:
         tok = PreTrainedTokenizerFast(tokenizer_object=backend)
         with pytest.raises(TokenFixError, match="unsupported"):
             correct_text(tok, [1, 2], "his")
+
+
+def test_long_response_cut_mid_character(qwen):
+    """A long response stopped by max_tokens inside a character: only the cut tail is special."""
+    ids = canonical(qwen, "Tokens and spans. " * 3000 + "Hello 䨻")[:-1]
+    shown = decode(qwen, ids)
+    assert shown.endswith("\ufffd")
+    edited = shown.replace("Tokens and spans.", "Tokens and SPANS.", 1)
+    c = correct_text(qwen, ids, edited)
+    assert decode(qwen, c.token_ids) == edited
+    assert c.method == "splice" and c.removed <= 3
+    assert c.token_ids[-3:] == ids[-3:]
