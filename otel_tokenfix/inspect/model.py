@@ -193,23 +193,24 @@ def source_index_of(record: dict[str, Any], n: int, m: int) -> list[int | None] 
 def _removed_before(
     source_index: Sequence[int | None], original: Sequence[int], response: Sequence[int]
 ) -> dict[int, list[int]]:
-    """Map response position -> original indices removed just before it (len(response) = at the end)."""
-    if any(s is not None for s in source_index):
-        used = {s for s in source_index if s is not None}
-        removed: dict[int, list[int]] = {}
-        next_orig = 0
-        for pos, s in enumerate(source_index):
-            if s is None:
-                continue
-            run = [k for k in range(next_orig, s) if k not in used]
-            if run:
-                removed.setdefault(pos, []).extend(run)
-            next_orig = max(next_orig, s + 1)
-        tail = [k for k in range(next_orig, len(original)) if k not in used]
-        if tail:
-            removed.setdefault(len(source_index), []).extend(tail)
-        return removed
-    return {len(response): list(range(len(original)))} if original else {}
+    """Map response position -> original indices removed just before it (len(response) = at the end).
+
+    A removed token is shown right after the kept token that preceded it in the original (at the start if
+    none did): with ordinary edits that is exactly where it was; when the engine kept a moved sentence's
+    tokens, deleted words still appear next to their old neighbours.
+    """
+    pos_of = {s: pos for pos, s in enumerate(source_index) if s is not None}
+    if not pos_of:
+        return {len(response): list(range(len(original)))} if original else {}
+    removed: dict[int, list[int]] = {}
+    last: int | None = None
+    for k in range(len(original)):
+        if k in pos_of:
+            last = k
+            continue
+        at = pos_of[last] + 1 if last is not None else 0
+        removed.setdefault(at, []).append(k)
+    return removed
 
 
 def _align(original: Sequence[int], response: Sequence[int]) -> list[int | None]:

@@ -117,7 +117,7 @@ def test_terminal_view_shows_totals_and_struck_text(triplets_file):
     assert "The tower is about 330 m tall." not in out  # removed text sits between the kept runs
     plain = re.sub(r"\s+", " ", out)
     # no colour in a pipe: removed runs are bracketed [-..-], inserted ones {+..+}
-    assert "[-<think>plan it</think>-]The tower is{+ about+}[-, I think,-] 330 m tall." in plain
+    assert "[-<think>plan it</think>-]The tower is[-, I think,-]{+ about+} 330 m tall." in plain
     assert "Final answer: <b>330 m</b> & done." in plain
 
 

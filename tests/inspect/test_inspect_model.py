@@ -175,3 +175,25 @@ def test_trajectory_tokens_between_turns_are_context_not_inserted(qwen):
     assert view.count("context") == len(between)
     assert view.count("inserted") == 0 and view.count("shifted") == a and view.count("sampled") == len(turn_b)
     assert "".join(p.text for p in view.pieces if p.kind == "context") == qwen.decode(between)
+
+
+def test_removed_words_stay_next_to_their_old_neighbours_when_a_sentence_moved(qwen):
+    """The engine may keep a moved sentence's tokens (source indices go back): deleted words are shown
+    after the kept token that preceded them in the original."""
+    original_text = "B is, I think, big. A is first."
+    original = qwen.encode(original_text, add_special_tokens=False)
+    a_part = qwen.encode(" A is first.", add_special_tokens=False)
+    b_head = qwen.encode("B is", add_special_tokens=False)
+    b_tail = qwen.encode(" big.", add_special_tokens=False)
+    a_start = len(original) - len(a_part)
+    tail_start = next(i for i in range(len(original)) if original[i : i + len(b_tail)] == b_tail)
+    ids = a_part + [qwen.encode(" B", add_special_tokens=False)[0]] + original[1 : len(b_head)] + b_tail
+    src = list(range(a_start, len(original))) + [None] + list(range(1, len(b_head)))
+    src += list(range(tail_start, tail_start + len(b_tail)))
+    rec = {
+        "response": {"token_ids": ids, "provenance": [0 if s is None else 2 for s in src], "source_index": src},
+        "metadata": {"original_token_ids": original, "status": "corrected"},
+    }
+    view = call_view(rec, qwen)
+    shown = "".join(f"[-{p.text}-]" if p.kind == "removed" else p.text for p in view.pieces)
+    assert shown.replace("-][-", "") == "[-B-] A is first. B is[-, I think,-] big."
