@@ -38,6 +38,8 @@ button{font-size:.8rem;margin-right:.4rem}
 
 _JS = """
 function setAll(open){document.querySelectorAll('details.call').forEach(d=>d.open=open);}
+function onlyEdited(on){document.querySelectorAll('details.call[data-status="unchanged"]')
+ .forEach(d=>d.style.display=on?'none':'');}
 """
 
 
@@ -78,7 +80,8 @@ def _call(call: CallView, open_: bool) -> str:
     tokens = "".join(_token(p.kind, p.text, p.token_id, p.logprob) for p in call.pieces)
     note = f'<div class="note">{escape(call.note)}</div>' if call.note else ""
     return (
-        f'<details class="call" data-index="{call.index}"{" open" if open_ else ""}>'
+        f'<details class="call" data-index="{call.index}" data-status="{escape(call.status)}"'
+        f"{' open' if open_ else ''}>"
         f"<summary>{what} · {escape(call.model or 'model ?')} · {escape(call.status)} "
         f'<span class="meta">reward {_fmt(call.reward)} · {counts} · continuation {escape(call.continuation)}</span>'
         f'</summary><div class="meta">trace {escape(call.trace_id)} · span {escape(call.span_id)} · prompt '
@@ -100,5 +103,6 @@ def render_html(calls: Sequence[CallView], summary: Summary, *, title: str = "ot
         f'<div class="legend">{legend}</div>'
         f"{_summary(summary, calls)}"
         '<div><button onclick="setAll(true)">expand all</button><button onclick="setAll(false)">collapse all</button>'
+        '<label><input type="checkbox" onchange="onlyEdited(this.checked)"> only calls with edits</label>'
         f'</div><div id="calls">{body}</div></body></html>\n'
     )

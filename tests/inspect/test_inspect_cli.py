@@ -205,3 +205,15 @@ def test_limit_shows_fewer_calls_but_counts_all(triplets_file):
     full = runner.invoke(app, ["inspect", str(triplets_file), "--limit", "0"], env={"COLUMNS": "160"})
     assert full.output.count("╭─ call") == 3
     assert all_row == next(line for line in full.output.splitlines() if line.strip().startswith("all"))
+
+
+@pytest.mark.chromium
+def test_html_only_edited_filter_hides_unchanged_calls(triplets_file, tmp_path, qwen, chromium):
+    calls, summary = build(read_records(triplets_file), qwen)
+    page = tmp_path / "filter.html"
+    html = render_html(calls, summary).replace("</body>", "<script>onlyEdited(true)</script></body>")
+    page.write_text(html, encoding="utf-8")
+    dom = chromium.dump_dom(page)
+    hidden = re.findall(r'<details class="call"[^>]*data-status="(\w+)"[^>]*style="display: none;"', dom)
+    assert sorted(hidden) == ["unchanged", "unchanged"]
+    assert dom.count('<details class="call"') == 3
