@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import Any
 
+import numpy as np
 from rapidfuzz.distance import Indel
 
 Region = tuple[int, int, int, int]
@@ -104,17 +105,21 @@ def _split_pairs(s: Sequence[Any]) -> list[Any]:
 
 
 def _chunker(k: int) -> Splitter:
-    """Content-defined chunks of an id list: cut after ids whose hash hits 1 in ``k`` (edit-stable)."""
+    """Content-defined chunks: cut after items whose hash hits 1 in ``k`` (edit-stable boundaries)."""
 
     def split(seq: Sequence[Any]) -> list[Any]:
+        if seq and isinstance(seq[0], int):
+            arr = np.asarray(seq, dtype=np.int64)
+            cuts = (np.flatnonzero(((arr * 2654435761) & 0xFFFFFFFF) % k == 0) + 1).tolist()
+        else:
+            cuts = [i + 1 for i, x in enumerate(seq) if ((hash(x) * 2654435761) & 0xFFFFFFFF) % k == 0]
+        if not cuts or cuts[-1] != len(seq):
+            cuts.append(len(seq))
         out: list[Any] = []
         start = 0
-        for i, x in enumerate(seq):
-            if ((hash(x) * 2654435761) & 0xFFFFFFFF) % k == 0:
-                out.append(tuple(seq[start : i + 1]))
-                start = i + 1
-        if start < len(seq):
-            out.append(tuple(seq[start:]))
+        for c in cuts:
+            out.append(tuple(seq[start:c]))
+            start = c
         return out
 
     return split

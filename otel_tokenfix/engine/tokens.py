@@ -7,6 +7,7 @@ origin and logprobs (as ``shifted``) instead of counting as new text.
 
 from __future__ import annotations
 
+import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +21,12 @@ MAX_CANDIDATES = 16
 
 def _as_ids(ids: Sequence[int], what: str) -> list[int]:
     try:
-        out = [int(x) for x in ids]
-    except (TypeError, ValueError) as exc:
+        arr = array.array("q", ids)
+    except (TypeError, ValueError, OverflowError) as exc:
         raise TokenFixError(f"{what} must be a sequence of integers: {exc}") from exc
-    if any(x < 0 for x in out):
+    if arr and min(arr) < 0:
         raise TokenFixError(f"{what} contains a negative id")
-    return out
+    return arr.tolist()
 
 
 def match_moved(
@@ -43,7 +44,7 @@ def match_moved(
             seg_end[p] = a1
     if not deleted:
         return
-    used: set[int] = set()
+    used = bytearray(len(a))
     grams: dict[tuple[int, int], list[int]] = {}
     singles: dict[tuple[int, int], list[int]] = {}
     for r, (a0, a1, _, _) in enumerate(regions):
@@ -60,27 +61,39 @@ def match_moved(
             best_p, best_len = -1, 0
             if j + 1 < b1:
                 for p in grams.get((b[j], b[j + 1]), ()):
-                    if p in used or p + 1 in used:
+                    if used[p] or used[p + 1]:
                         continue
-                    n = 0
-                    end = seg_end[p]
-                    while j + n < b1 and p + n < end and a[p + n] == b[j + n] and (p + n) not in used:
-                        n += 1
+                    n = _run(a, b, p, j, min(seg_end[p] - p, b1 - j), used)
                     if n > best_len:
                         best_p, best_len = p, n
             if best_len < 2:
                 best_p, best_len = -1, 0
                 for p in singles.get((b[j], key), ()):
-                    if p not in used and (j + 1 == b1 or b[j + 1] != b[j]):
+                    if not used[p] and (j + 1 == b1 or b[j + 1] != b[j]):
                         best_p, best_len = p, 1
                         break
             if best_len:
+                used[best_p : best_p + best_len] = b"\x01" * best_len
                 for k in range(best_len):
-                    used.add(best_p + k)
                     src[j + k] = best_p + k
                 j += best_len
             else:
                 j += 1
+
+
+def _run(a: Sequence[int], b: Sequence[int], p: int, j: int, limit: int, used: bytearray) -> int:
+    """Length of the common run a[p:], b[j:] (at most ``limit``, over unused ids), by galloping slice compares."""
+    n, step = 0, 8
+    while n < limit:
+        m = min(step, limit - n)
+        if a[p + n : p + n + m] == b[j + n : j + n + m] and not any(used[p + n : p + n + m]):
+            n += m
+            step *= 2
+        elif m == 1:
+            break
+        else:
+            step = max(1, m // 2)
+    return n
 
 
 def align_ids(a: Sequence[int], b: Sequence[int], *, moved: bool = True) -> list[int | None]:
@@ -89,11 +102,9 @@ def align_ids(a: Sequence[int], b: Sequence[int], *, moved: bool = True) -> list
     src: list[int | None] = [None] * len(b)
     pa = pb = 0
     for _a0, a1, b0, b1 in regions:
-        for k in range(b0 - pb):
-            src[pb + k] = pa + k
+        src[pb:b0] = range(pa, pa + b0 - pb)
         pa, pb = a1, b1
-    for k in range(len(b) - pb):
-        src[pb + k] = pa + k
+    src[pb:] = range(pa, pa + len(b) - pb)
     if moved and regions:
         match_moved(a, b, regions, src)
     return src
