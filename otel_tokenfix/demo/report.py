@@ -23,6 +23,7 @@ from ..inspect.terminal import COUNT_STYLES, legend, response_text
 if TYPE_CHECKING:  # pragma: no cover
     from .agent import CallLog
     from .checks import CallCheck
+    from .runner import DemoResult
 
 
 def cli_name() -> str:
@@ -101,25 +102,13 @@ def continuation_lines(records: Sequence[dict[str, Any]]) -> list[Text]:
     return lines
 
 
-def render(
-    console: Console,
-    *,
-    server_url: str,
-    model: str,
-    logs: Sequence[CallLog],
-    records: Sequence[dict[str, Any]],
-    checks: Sequence[CallCheck],
-    tokenizer: Any,
-    answer: str,
-    reward: float,
-    triplets_path: Path,
-    html_path: Path | None,
-    seconds: float,
-) -> None:
+def render(console: Console, demo: DemoResult, *, tokenizer: Any, model: str) -> None:
+    """The whole report of one demo run."""
+    logs, records, checks = demo.agent.calls, demo.records, demo.checks
     console.print(
         Text.assemble(
             ("otel-tokenfix demo", "bold"),
-            f"  a RAG agent (think -> search -> think -> answer) on a vLLM-like server at {server_url}\n",
+            f"  a RAG agent (think -> search -> think -> answer) on a vLLM-like server at {demo.server_url}\n",
             (
                 f"model {model}, real Qwen2.5 tokenizer and chat template; scripted answers, some sampled as "
                 "non-canonical token splits; openai client traced with OpenTelemetry + TokenFixSpanProcessor "
@@ -146,12 +135,13 @@ def render(
     )
     for line in continuation_lines(records):
         console.print(line)
+    answer, reward = demo.agent.answer, demo.agent.reward
     console.print(Text.assemble("answer: ", (answer, "bold"), f"  reward {reward:g} (on call {len(logs) - 1})"))
-    console.print(Text.assemble("triplets: ", (str(triplets_path), "bold"), f" ({len(records)} records)"))
-    if html_path is not None:
-        console.print(Text.assemble("html view: ", (str(html_path), "bold")))
+    console.print(Text.assemble("triplets: ", (str(demo.triplets_path), "bold"), f" ({len(records)} records)"))
+    if demo.html_path is not None:
+        console.print(Text.assemble("html view: ", (str(demo.html_path), "bold")))
     console.print(
-        Text(f"look closer: {cli_name()} inspect {triplets_path} --tokenizer builtin:qwen", style="cyan"),
+        Text(f"look closer: {cli_name()} inspect {demo.triplets_path} --tokenizer builtin:qwen", style="cyan"),
         soft_wrap=True,
     )
-    console.print(Text(f"done in {seconds:.1f} s", style="dim"))
+    console.print(Text(f"done in {demo.seconds:.1f} s", style="dim"))

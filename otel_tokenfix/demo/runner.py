@@ -28,6 +28,8 @@ ATTEMPT_ID = "demo-attempt-0"
 
 @dataclass
 class DemoResult:
+    """Everything one demo run produced: files, the agent's own log, the records and their checks."""
+
     out_dir: Path
     triplets_path: Path
     html_path: Path | None
@@ -58,42 +60,27 @@ def replies(tokenizer: Any) -> list[Any]:
     return [Reply(turn.text, split=split_positions(tokenizer, turn)) for turn in TURNS]
 
 
-def run_demo(out_dir: str | Path | None = None, *, console: Console | None = None, html: bool = True) -> DemoResult:
-    """Run the whole demo; print the report to ``console`` (if given) and return what happened."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def run_agent(tokenizer: Any, triplets_path: Path) -> tuple[AgentResult, str]:
+    """Serve, trace and run the agent once; returns what the agent did and the server's URL."""
     import openai
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     from .. import TokenFixSpanProcessor, TripletExporter, instrument_openai, uninstrument_openai
-    from ..inspect import build, read_records
-    from ..inspect.html import render_html
-    from ..tokenizers.builtin import qwen_tokenizer
     from .agent import RagAgent
-    from .checks import check_call
     from .vllm_server import VLLMLikeServer
-
-    started = time.perf_counter()
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="otel-tokenfix-demo-"))
-    out.mkdir(parents=True, exist_ok=True)
-    triplets_path = out / "triplets.jsonl"
-    if triplets_path.exists():
-        triplets_path.unlink()  # a re-run starts a fresh file
-    tokenizer = qwen_tokenizer()
 
     with VLLMLikeServer(replies(tokenizer), tokenizer=tokenizer, model=MODEL, seed=7) as server:
         # --- what a user adds to their tracing setup (see the README quick start) ---
-        provider = TracerProvider(
-            resource=Resource.create(
-                {
-                    "service.name": "otel-tokenfix-demo",
-                    "agentlightning.rollout_id": ROLLOUT_ID,
-                    "agentlightning.attempt_id": ATTEMPT_ID,
-                }
-            )
+        resource = Resource.create(
+            {
+                "service.name": "otel-tokenfix-demo",
+                "agentlightning.rollout_id": ROLLOUT_ID,
+                "agentlightning.attempt_id": ATTEMPT_ID,
+            }
         )
+        provider = TracerProvider(resource=resource)
         exporting = BatchSpanProcessor(TripletExporter(str(triplets_path)))
         provider.add_span_processor(TokenFixSpanProcessor(exporting, tokenizers={MODEL: tokenizer}))
         client = openai.OpenAI(base_url=server.base_url, api_key="not-needed", max_retries=0)
@@ -105,7 +92,26 @@ def run_demo(out_dir: str | Path | None = None, *, console: Console | None = Non
             uninstrument_openai(client)
             provider.force_flush()
             provider.shutdown()
-        server_url = server.base_url
+        return result, server.base_url
+
+
+def run_demo(out_dir: str | Path | None = None, *, console: Console | None = None, html: bool = True) -> DemoResult:
+    """Run the whole demo; print the report to ``console`` (if given) and return what happened."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ..inspect import build, read_records
+    from ..inspect.html import render_html
+    from ..tokenizers.builtin import qwen_tokenizer
+    from .checks import check_call
+
+    started = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="otel-tokenfix-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    triplets_path = out / "triplets.jsonl"
+    if triplets_path.exists():
+        triplets_path.unlink()  # a re-run starts a fresh file
+    tokenizer = qwen_tokenizer()
+    result, server_url = run_agent(tokenizer, triplets_path)
 
     records = [r for r in read_records(triplets_path) if r.get("trace_id") == result.trace_id]
     records.sort(key=lambda r: r.get("index", 0))
@@ -131,18 +137,5 @@ def run_demo(out_dir: str | Path | None = None, *, console: Console | None = Non
     if console is not None:
         from .report import render
 
-        render(
-            console,
-            server_url=server_url,
-            model=MODEL,
-            logs=result.calls,
-            records=records,
-            checks=checks,
-            tokenizer=tokenizer,
-            answer=result.answer,
-            reward=result.reward,
-            triplets_path=triplets_path,
-            html_path=html_path,
-            seconds=demo.seconds,
-        )
+        render(console, demo, tokenizer=tokenizer, model=MODEL)
     return demo
