@@ -107,25 +107,34 @@ _TABLES: weakref.WeakKeyDictionary[Any, TokenTable] = weakref.WeakKeyDictionary(
 _TABLES_LOCK = threading.Lock()
 
 
+#: Tokenizers that cannot be weakly referenced (a bare ``tokenizers.Tokenizer``): a few, held strongly.
+_STRONG: dict[int, tuple[Any, TokenTable]] = {}
+_STRONG_MAX = 8
+
+
+def _lookup(tokenizer: Any) -> TokenTable | None:
+    try:
+        return _TABLES.get(tokenizer)
+    except TypeError:
+        hit = _STRONG.get(id(tokenizer))
+        return hit[1] if hit is not None and hit[0] is tokenizer else None
+
+
 def get_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
     """The cached table of ``tokenizer`` (built on first use; weakly keyed on the tokenizer object)."""
-    try:
-        table = _TABLES.get(tokenizer)
-    except TypeError:
-        table = None
+    table = _lookup(tokenizer)
     if table is not None:
         return table
     with _TABLES_LOCK:
-        try:
-            table = _TABLES.get(tokenizer)
-        except TypeError:
-            table = None
+        table = _lookup(tokenizer)
         if table is None:
             table = build_table(tokenizer)
             try:
                 _TABLES[tokenizer] = table
             except TypeError:
-                pass
+                if len(_STRONG) >= _STRONG_MAX:
+                    _STRONG.pop(next(iter(_STRONG)))
+                _STRONG[id(tokenizer)] = (tokenizer, table)
     return table
 
 

@@ -347,3 +347,11 @@ def test_long_response_cut_mid_character(qwen):
     assert decode(qwen, c.token_ids) == edited
     assert c.method == "splice" and c.removed <= 3
     assert c.token_ids[-3:] == ids[-3:]
+
+
+def test_bare_backend_tokenizer_is_supported_and_cached(qwen):
+    be = qwen.backend_tokenizer  # a tokenizers.Tokenizer: not weakly referenceable, cached strongly
+    ids = be.encode("Hello world").ids
+    c = correct_text(be, ids, "Hello there world")
+    assert be.decode(c.token_ids) == "Hello there world"
+    assert get_table(be) is get_table(be)
