@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import jsonschema
-import pytest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -179,8 +178,8 @@ def test_behind_processor_with_batch_processor(qwen, tmp_path):
 
 def early_root_episode(tracer, qwen):
     """The root ends while its last step still runs; that step's LLM call and its edit come after the
-    root. Upstream, the processor releases the first call (no edit: not marked) at the root and holds the
-    late call; the edit's carrier passes straight through to the exporter."""
+    root. The edit's carrier passes the processor at once, whatever the processor does with the late call
+    (hold it, or forward it before its edit arrives and report the edit late)."""
     from opentelemetry import trace
 
     root = tracer.start_span("agent.run")
@@ -197,35 +196,37 @@ def early_root_episode(tracer, qwen):
     llm2.end()
     step.add_event("text.edited", {"tokenfix.edit.text": "I am great, thanks."})  # untargeted: llm2
     step.end()
-    return llm1.get_span_context().span_id, llm2.get_span_context().span_id, r1
+    return llm1.get_span_context().span_id, llm2.get_span_context().span_id, r1, r2
 
 
-@pytest.mark.parametrize("declared", [True, False])
-def test_behind_processor_never_applies_an_edit_whose_target_is_held_upstream(qwen, declared):
+def check_read_back_only(qwen, sink, processor, llm1, llm2, r1, r2):
+    """Every record says what the processor decided: the exporter applied no edit of its own."""
+    by_span = {int(r.span_id, 16): r for r in sink.records}
+    assert set(by_span) == {llm1, llm2} and len(sink.records) == 2
+    assert by_span[llm1].metadata["status"] == "unchanged" and by_span[llm1].response_ids == r1
+    late = by_span[llm2]
+    if processor.stats["corrected"]:  # the processor held the late call and applied its edit
+        assert late.metadata["status"] == "corrected"
+        assert qwen.decode(late.response_ids, skip_special_tokens=True) == "I am great, thanks."
+    else:  # it forwarded the late call before the edit came (reported late): ours must agree
+        assert processor.stats["late_edits"] == 1
+        assert late.metadata["status"] == "unchanged" and late.response_ids == r2
+
+
+def test_behind_processor_never_applies_edits_itself(qwen):
     warm(qwen)
     sink = MemorySink()
     exporter = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=100, env={})
-    if declared:
-        exporter.behind_processor()
-    # mark_unchanged=False: the unedited first call comes through unmarked, like any span would alone
+    exporter.behind_processor()
+    # mark_unchanged=False: unedited calls come through unmarked, exactly as they would alone
     processor = TokenFixSpanProcessor(SimpleSpanProcessor(exporter), tokenizers=qwen, root_grace=0,
                                       mark_unchanged=False)
     provider = TracerProvider()
     provider.add_span_processor(processor)
-    llm1, llm2, r1 = early_root_episode(provider.get_tracer("t"), qwen)
-    exporter.force_flush()  # releases root + first call + the edit's carrier; the edited call is still upstream
-    (first,) = sink.records
-    assert int(first.span_id, 16) == llm1
-    if not declared:  # alone-mode behaviour: the untargeted edit lands on the only call it can see
-        assert first.metadata["status"] == "corrected"
-        provider.shutdown()
-        return
-    assert first.metadata["status"] == "unchanged" and first.response_ids == r1  # not hit by llm2's edit
-    provider.shutdown()  # the processor releases the late call, corrected
-    late = [r for r in sink.records if int(r.span_id, 16) == llm2]
-    assert len(late) == 1 and late[0].metadata["status"] == "corrected"
-    assert qwen.decode(late[0].response_ids, skip_special_tokens=True) == "I am great, thanks."
-    assert late[0].metadata["complete"] is False  # it left its trace after the root
+    llm1, llm2, r1, r2 = early_root_episode(provider.get_tracer("t"), qwen)
+    exporter.force_flush()  # releases what arrived: root, first call, the edit's carrier (maybe not its target)
+    provider.shutdown()
+    check_read_back_only(qwen, sink, processor, llm1, llm2, r1, r2)
 
 
 def test_auto_mode_stops_applying_edits_once_it_sees_corrected_spans(qwen):
@@ -233,18 +234,26 @@ def test_auto_mode_stops_applying_edits_once_it_sees_corrected_spans(qwen):
     sink = MemorySink()
     exporter = TripletExporter(sink, tokenizers=qwen, timer=False, root_grace=100, env={})
     assert exporter.apply_edits is None  # auto
+    processor = TokenFixSpanProcessor(SimpleSpanProcessor(exporter), tokenizers=qwen, root_grace=0,
+                                      mark_unchanged=False)
     provider = TracerProvider()
-    provider.add_span_processor(TokenFixSpanProcessor(SimpleSpanProcessor(exporter), tokenizers=qwen, root_grace=0,
-                                                      mark_unchanged=False))
+    provider.add_span_processor(processor)
     tracer = provider.get_tracer("t")
     run_agent(tracer, qwen)  # an ordinary episode: its corrected spans tell the exporter it is behind
     exporter.force_flush()
     assert exporter._seen_upstream  # noqa: SLF001
-    llm1, _, r1 = early_root_episode(tracer, qwen)
-    exporter.force_flush()
-    (first,) = [r for r in sink.records if int(r.span_id, 16) == llm1]
-    assert first.metadata["status"] == "unchanged" and first.response_ids == r1
+    corrected_before = processor.stats["corrected"]
+    first_records = list(sink.records)
+    sink.records.clear()
+    llm1, llm2, r1, r2 = early_root_episode(tracer, qwen)
     provider.shutdown()
+    assert len(first_records) == 3
+
+    class Delta:  # the processor's counters for the second episode only
+        stats = {"corrected": processor.stats["corrected"] - corrected_before,
+                 "late_edits": processor.stats["late_edits"]}
+
+    check_read_back_only(qwen, sink, Delta, llm1, llm2, r1, r2)
 
 
 def test_apply_edits_from_env():
