@@ -59,6 +59,8 @@ class TokenFixSpanProcessor(SpanProcessor):
         max_traces / max_spans / max_ids / hold_timeout: bounds; when hit, the oldest held spans are forwarded
             uncorrected with ``tokenfix.status=error`` and the reason.
         root_grace: seconds a root LLM span (a trace of its own) stays held for edits from later traces.
+        late_grace: seconds a late part of a trace (spans ending after their local root) stays held
+            after its last span, for its edits (no root will end it).
         timer_interval: seconds between background checks of timeouts (``None``: check only in
             ``on_end`` / ``force_flush``).
         mark_unchanged: put ``tokenfix.status=unchanged`` on (a copy of) LLM spans without edits (default):
@@ -82,6 +84,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         max_ids: int = 4_000_000,
         hold_timeout: float = 1800.0,
         root_grace: float = 2.0,
+        late_grace: float = 2.0,
         timer_interval: float | None = 1.0,
         mark_unchanged: bool = True,
         warm_up: bool = False,
@@ -99,6 +102,7 @@ class TokenFixSpanProcessor(SpanProcessor):
             max_ids=max_ids,
             hold_timeout=hold_timeout,
             root_grace=root_grace,
+            late_grace=late_grace,
             clock=clock,
         )
         self._response_keys = self.conventions.response_key_set
@@ -230,7 +234,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         a = self._assembly
         self._assembly = TraceAssembly(
             conventions=a.conventions, max_traces=a.max_traces, max_spans=a.max_spans, max_ids=a.max_ids,
-            hold_timeout=a.hold_timeout, root_grace=a.root_grace, clock=a.clock,
+            hold_timeout=a.hold_timeout, root_grace=a.root_grace, late_grace=a.late_grace, clock=a.clock,
         )
         self._stop = threading.Event()
         self._start_timer()

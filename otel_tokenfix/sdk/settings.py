@@ -13,6 +13,7 @@ a typo in an env var must not stop the user's application.
 | ``OTEL_TOKENFIX_HOLD_TIMEOUT`` | seconds a trace is held waiting for its root | 1800 |
 | ``OTEL_TOKENFIX_MAX_IDS`` | token ids on held spans at most (memory bound) | 4000000 |
 | ``OTEL_TOKENFIX_ROOT_GRACE`` | seconds a root LLM span waits for edits from later traces | 2 |
+| ``OTEL_TOKENFIX_LATE_GRACE`` | seconds spans that end after their trace's root wait after the last one | 2 |
 | ``OTEL_TOKENFIX_TIMER_INTERVAL`` | seconds between background timeout checks (0: none) | 1 |
 | ``OTEL_TOKENFIX_OVERWRITE_SOURCE_KEY`` | write corrected ids under the key they came from | true |
 | ``OTEL_TOKENFIX_MARK_UNCHANGED`` | put ``tokenfix.status=unchanged`` on LLM spans without edits | true |
@@ -93,6 +94,7 @@ class Settings:
     hold_timeout: float = 1800.0
     max_ids: int = 4_000_000
     root_grace: float = 2.0
+    late_grace: float = 2.0
     timer_interval: float = 1.0
     overwrite_source_key: bool = True
     mark_unchanged: bool = True
@@ -111,6 +113,7 @@ class Settings:
             hold_timeout=_number(env, "HOLD_TIMEOUT", d.hold_timeout),
             max_ids=_number(env, "MAX_IDS", d.max_ids, int, 1),
             root_grace=_number(env, "ROOT_GRACE", d.root_grace),
+            late_grace=_number(env, "LATE_GRACE", d.late_grace),
             timer_interval=_number(env, "TIMER_INTERVAL", d.timer_interval),
             overwrite_source_key=_flag(env, "OVERWRITE_SOURCE_KEY", d.overwrite_source_key),
             mark_unchanged=_flag(env, "MARK_UNCHANGED", d.mark_unchanged),
@@ -131,7 +134,7 @@ class Settings:
         """Bounds for a :class:`~otel_tokenfix.trace.assembly.TraceAssembly`."""
         return dict(max_traces=self.max_traces, max_spans=self.max_spans, max_ids=self.max_ids,
                     hold_timeout=self.hold_timeout,
-                    root_grace=self.root_grace)
+                    root_grace=self.root_grace, late_grace=self.late_grace)
 
     def processor_kwargs(self, resolver: Any = None) -> dict[str, Any]:
         """Keyword arguments for :class:`~otel_tokenfix.sdk.processor.TokenFixSpanProcessor`."""

@@ -17,6 +17,10 @@ The rules:
   ``max_ids`` token ids on held spans (memory: a 32k-token span weighs 32 of 1k); a trace held longer
   than ``hold_timeout`` seconds without its root ending is released; such early releases have
   ``correct=False`` (forward uncorrected, marked with the reason) — spans are never dropped;
+- a span of a trace whose local root already ended (it ended after its root) starts a *late part*: no
+  root may ever end it, so it is released ``late_grace`` seconds after its last span (reason
+  ``late_part``, corrected, ``complete=False``: a fragment), or when another local root of the trace
+  ends (a second request of a distributed trace: complete);
 - an edit whose target was already released is *late*: counted, noted ``late``, reported in
   :attr:`TraceAssembly.recent_late`;
 - :meth:`drain` releases everything (flush / shutdown), with the edits seen so far.
@@ -45,6 +49,7 @@ REASON_TIMEOUT = "timeout"
 REASON_MAX_TRACES = "max_traces"
 REASON_MAX_SPANS = "max_spans"
 REASON_MAX_IDS = "max_ids"
+REASON_LATE_PART = "late_part"
 REASON_FLUSH = "flush"
 REASON_SHUTDOWN = "shutdown"
 EARLY_REASONS = (REASON_TIMEOUT, REASON_MAX_TRACES, REASON_MAX_SPANS, REASON_MAX_IDS)
@@ -96,7 +101,7 @@ class _Trace:
     """One trace being held (a plain slots class: created once per trace on the hot path)."""
 
     __slots__ = ("trace_id", "created", "held", "response_ids", "context", "foreign", "notes", "root_ended",
-                 "grace_until", "ids")
+                 "grace_until", "ids", "late")
 
     def __init__(self, trace_id: int, created: float) -> None:
         self.trace_id = trace_id
@@ -109,6 +114,8 @@ class _Trace:
         self.root_ended = False
         self.grace_until: float | None = None
         self.ids = 0
+        #: a late part of a trace whose root had already ended (released after a sliding root grace)
+        self.late = False
 
 
 class TraceAssembly:
@@ -127,6 +134,7 @@ class TraceAssembly:
         clock: Callable[[], float] = time.monotonic,
         memory: int = 16384,
         max_ids: int = 4_000_000,
+        late_grace: float = 2.0,
     ) -> None:
         self.conventions = conventions
         self._hold = hold or (lambda span: cv.has_response_key(span, conventions))
@@ -136,6 +144,7 @@ class TraceAssembly:
         self.max_ids = max(1, int(max_ids))
         self.hold_timeout = float(hold_timeout)
         self.root_grace = max(0.0, float(root_grace))
+        self.late_grace = max(0.0, float(late_grace))
         self.clock = clock
         self._memory = memory
         self._traces: OrderedDict[int, _Trace] = OrderedDict()
@@ -145,6 +154,9 @@ class TraceAssembly:
         self._released_spans: OrderedDict[int, str] = OrderedDict()
         self._released_responses: OrderedDict[str, str] = OrderedDict()
         self._released_traces: OrderedDict[int, str] = OrderedDict()
+        #: traces whose local root already ended: a later part of one is not waited for (no root will end it)
+        self._ended_roots: OrderedDict[int, None] = OrderedDict()
+        self._late_part = False
         self.held_spans = 0
         #: token ids held (prompt + response attributes, estimated by length): memory is bounded by ids
         self.held_ids = 0
@@ -188,13 +200,25 @@ class TraceAssembly:
             entry = entry or self._new_entry(span.trace_id, now)
             entry.context.append(span)
             self.context_spans += 1
-        if span.is_local_root and entry is not None and not entry.root_ended:
-            entry.root_ended = True
-            if held and self.root_grace > 0:
-                entry.grace_until = now + self.root_grace
-                self._grace.append((entry.grace_until, entry.trace_id))
-            else:
+        if entry is not None and entry.late and not self._late_part:
+            if span.is_local_root:  # another local root of the trace (a second request): it ends the part
                 releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
+                entry = None
+            else:  # activity keeps a late part open: the grace slides
+                entry.grace_until = now + self.late_grace
+                self._grace.append((entry.grace_until, entry.trace_id))
+        if span.is_local_root:
+            self._remember_lru(self._ended_roots, span.trace_id, None)
+            if entry is not None and not entry.root_ended:
+                entry.root_ended = True
+                if held and self.root_grace > 0:
+                    entry.grace_until = now + self.root_grace
+                    self._grace.append((entry.grace_until, entry.trace_id))
+                else:
+                    releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
+        if self._late_part:  # a late part with no grace to wait: leaves now
+            self._late_part = False
+            releases.extend(self._expire(now))
         releases.extend(self._enforce_bounds())
         return AddResult(held, releases)
 
@@ -203,8 +227,9 @@ class TraceAssembly:
         SpanView for it). Same effect as :meth:`add` of such a span."""
         now = self.clock() if now is None else now
         releases = self._expire(now) if (self._grace or self._traces) else []
+        self._remember_lru(self._ended_roots, trace_id, None)
         entry = self._traces.get(trace_id)
-        if entry is not None and not entry.root_ended:
+        if entry is not None and (not entry.root_ended or entry.late):
             entry.root_ended = True
             releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
         return releases
@@ -217,7 +242,7 @@ class TraceAssembly:
         """Release everything (force_flush / shutdown), applying the edits seen so far."""
         releases: list[Release] = []
         for entry in list(self._traces.values()):
-            releases.extend(self._finish(entry, reason, complete=entry.root_ended, correct=True))
+            releases.extend(self._finish(entry, reason, complete=_whole(entry), correct=True))
         self._grace.clear()
         return releases
 
@@ -236,6 +261,14 @@ class TraceAssembly:
     def _new_entry(self, trace_id: int, now: float) -> _Trace:
         entry = _Trace(trace_id, now)
         self._traces[trace_id] = entry
+        if trace_id in self._ended_roots:
+            # a late part of a trace whose local root already ended (an agent's root returned before its
+            # last step): no root will end it, so it waits out the root grace, not the hold timeout
+            entry.root_ended = True
+            entry.late = True
+            entry.grace_until = now + self.late_grace
+            self._grace.append((entry.grace_until, trace_id))
+            self._late_part = self.late_grace <= 0
         return entry
 
     def _route_edits(
@@ -337,7 +370,10 @@ class TraceAssembly:
             _, trace_id = self._grace.popleft()
             entry = self._traces.get(trace_id)
             if entry is not None and entry.grace_until is not None and entry.grace_until <= now:
-                releases.extend(self._finish(entry, REASON_ROOT_GRACE, complete=True, correct=True))
+                if entry.late:  # a fragment of a trace whose root left earlier: corrected, not complete
+                    releases.extend(self._finish(entry, REASON_LATE_PART, complete=False, correct=True))
+                else:
+                    releases.extend(self._finish(entry, REASON_ROOT_GRACE, complete=True, correct=True))
         if self._traces:
             limit = now - self.hold_timeout
             expired = []
@@ -354,18 +390,23 @@ class TraceAssembly:
         releases: list[Release] = []
         while len(self._traces) > self.max_traces:
             entry = next(iter(self._traces.values()))
-            releases.extend(self._finish(entry, REASON_MAX_TRACES, complete=entry.root_ended, correct=entry.root_ended))
+            releases.extend(self._finish(entry, REASON_MAX_TRACES, complete=_whole(entry), correct=entry.root_ended))
         while self.held_spans + self.context_spans > self.max_spans:
             entry = next((t for t in self._traces.values() if t.held or t.context or t.foreign), None)
             if entry is None:  # pragma: no cover - the counters count only entries' spans
                 break
-            releases.extend(self._finish(entry, REASON_MAX_SPANS, complete=entry.root_ended, correct=entry.root_ended))
+            releases.extend(self._finish(entry, REASON_MAX_SPANS, complete=_whole(entry), correct=entry.root_ended))
         while self.held_ids > self.max_ids:
             entry = next((t for t in self._traces.values() if t.held), None)
             if entry is None:  # pragma: no cover - held_ids counts only entries' held spans
                 break
-            releases.extend(self._finish(entry, REASON_MAX_IDS, complete=entry.root_ended, correct=entry.root_ended))
+            releases.extend(self._finish(entry, REASON_MAX_IDS, complete=_whole(entry), correct=entry.root_ended))
         return releases
+
+
+def _whole(entry: _Trace) -> bool:
+    """Released as a complete trace: its root ended and it is not a late fragment."""
+    return entry.root_ended and not entry.late
 
 
 def _ids_weight(span: SpanView, conv: Conventions) -> int:

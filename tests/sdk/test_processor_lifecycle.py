@@ -249,3 +249,27 @@ def test_forked_child_forgets_the_parents_held_spans(qwen):
     assert p.processor.stats["held_spans"] == 1
     p.provider.shutdown()
     assert len(p.named("root-llm")) == 1
+
+
+def test_llm_span_ending_after_its_root_is_corrected_after_the_late_grace(qwen):
+    from opentelemetry import trace
+
+    clock = [0.0]
+    p = make_pipeline({MODEL: qwen}, late_grace=2, clock=lambda: clock[0])
+    root = p.tracer.start_span("agent.run")
+    ctx = trace.set_span_in_context(root)
+    step = p.tracer.start_span("agent.step", context=ctx)
+    root.end()  # the agent returned before its last step finished
+    with p.tracer.start_as_current_span("llm", context=trace.set_span_in_context(step),
+                                        attributes=attrs(qwen, "Second answer about prices.")):
+        pass
+    step.add_event("text.edited", {"tokenfix.edit.text": "Second answer about edited prices."})
+    clock[0] = 1
+    step.end()
+    assert p.named("llm") == []  # held: its edit may still come
+    clock[0] = 3.5
+    with p.tracer.start_as_current_span("other"):
+        pass  # any span end ticks the clock
+    a = p.one("llm").attributes
+    assert a[cv.STATUS] == cv.STATUS_CORRECTED
+    assert qwen.decode(list(a[cv.RESPONSE_IDS]), skip_special_tokens=True) == "Second answer about edited prices."

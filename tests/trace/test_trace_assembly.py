@@ -205,3 +205,41 @@ def test_max_ids_bounds_memory_by_token_count() -> None:
     [rel] = a.add(big).releases  # a repr string is weighed by length too (~10 ids)
     assert rel.trace_id == t1 and rel.reason == asm.REASON_MAX_IDS and not rel.correct
     assert a.held_ids < 25 and len(a) == 1
+
+
+def test_late_part_of_an_ended_root_waits_a_sliding_grace_not_the_timeout() -> None:
+    a, clock = make(root_grace=0, late_grace=2, hold_timeout=1000)
+    t, root_id = new_id(), new_id()
+    first = llm(t, [1], parent=root_id)
+    a.add(first)
+    [rel] = a.add(span(t, span_id=root_id)).releases  # the root returns before its last step
+    assert rel.spans == (first,)
+    clock.t = 10
+    late = llm(t, [2], parent=new_id())  # the last step's LLM span ends after the root
+    assert a.add(late).held
+    clock.t = 11.5
+    carrier = span(t, parent=late.parent_span_id, events=(edit(int(11.5e9), "x"),))
+    assert a.add(carrier).releases == []  # activity: the grace slides to 13.5
+    clock.t = 12.5
+    assert a.tick() == []
+    clock.t = 13.5
+    [rel] = a.tick()
+    assert rel.spans == (late,) and rel.context == (carrier,) and rel.correct
+    assert rel.reason == asm.REASON_LATE_PART and not rel.complete  # a fragment of its trace
+    assert a.late_edits == 0
+
+
+def test_late_part_without_grace_leaves_at_once_and_a_second_local_root_ends_it() -> None:
+    a, _ = make(root_grace=0, late_grace=0)
+    t, root_id = new_id(), new_id()
+    a.add(span(t, span_id=root_id, events=(edit(1, "nothing to edit yet"),)))
+    late = llm(t, [2], parent=new_id())
+    [rel] = a.add(late).releases
+    assert rel.spans == (late,) and rel.reason == asm.REASON_LATE_PART
+    b, _ = make(late_grace=5)
+    t2 = new_id()
+    b.end_root(t2)  # first request of a distributed trace ended
+    part = llm(t2, [3], parent=new_id())
+    b.add(part)
+    [rel] = b.end_root(t2)  # the second request's local root ends the late part at once
+    assert rel.spans == (part,) and rel.reason == asm.REASON_COMPLETE
