@@ -81,7 +81,16 @@ class TokenTable:
         return arr
 
     def encode(self, text: str) -> list[int]:
-        """Encode text exactly (caller verifies bytes); literal ``▁`` under SentencePiece via byte tokens."""
+        """Encode text exactly (caller verifies bytes); literal ``▁`` under SentencePiece via byte tokens.
+        A tokenizer that fails on the text (e.g. an unknown character and no unk id) raises TokenFixError."""
+        try:
+            return self._encode(text)
+        except TokenFixError:
+            raise
+        except Exception as exc:  # the Rust backend raises plain Exception
+            raise TokenFixError(f"the tokenizer cannot encode this text: {exc}") from exc
+
+    def _encode(self, text: str) -> list[int]:
         if not text:
             return []
         if self.kind == "metaspace" and SPM_SPACE in text:

@@ -290,10 +290,9 @@ def _char_floor(tb: bytes, t: int) -> int:
 
 def _encode_exact(table: TokenTable, data: bytes) -> list[int]:
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
+        new = table.encode(data.decode("utf-8"))
+    except (UnicodeDecodeError, TokenFixError) as exc:
         raise _Retry from exc
-    new = table.encode(text)
     if table.join(new) != data:
         raise _Retry
     return new
@@ -320,7 +319,7 @@ def _encode_window(table: TokenTable, doc: _Doc, k_lo: int, k_hi: int, data: byt
     lb, rb = table.join(left), table.join(right)
     try:
         ctx = table.encode((lb + data + rb).decode("utf-8"))
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, TokenFixError):
         return _encode_exact(table, data)
     n_r = len(ctx) - len(right)
     if ctx[: len(left)] == left and ctx[n_r:] == right and n_r >= len(left):
@@ -334,7 +333,7 @@ def _encode_window(table: TokenTable, doc: _Doc, k_lo: int, k_hi: int, data: byt
     try:
         if table.encode(table.join(old_ctx).decode("utf-8")) == old_ctx:
             raise _Retry  # the sampled context was canonical: keep the result canonical too
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, TokenFixError):
         pass
     return new
 
@@ -437,8 +436,11 @@ def _bytewise(table: TokenTable, data: bytes) -> list[int]:
     text = data.decode("utf-8")
     out: list[int] = []
     for ch in text:
-        ids = table.encode(ch)
-        if table.join(ids) == ch.encode("utf-8"):
+        try:
+            ids = table.encode(ch)
+        except TokenFixError:
+            ids = []
+        if ids and table.join(ids) == ch.encode("utf-8"):
             out.extend(ids)
             continue
         raw = ch.encode("utf-8")

@@ -1,0 +1,76 @@
+"""Tokenizer shapes the three real vocabularies do not cover, trained in a moment with ``tokenizers``:
+a Unigram model with a Metaspace decoder (dummy prefix stripped by the decoder itself) and a byte-level BPE
+whose pre-tokenizer adds a prefix space (its own encode does not round-trip). Exactness must hold."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from otel_tokenfix.engine import TokenFixError, correct_text
+
+from .engine_helpers import assert_consistent, decode
+
+CORPUS = ["the quick brown fox jumps over the lazy dog.", "hello world, tokens and spans!", "a b c  d\n"] * 40
+ALPHABET = "the quick brown fox jumps over lazy dog hello world, tokens and spans!.\n  abcd"
+
+
+@pytest.fixture(scope="module")
+def tiny_unigram():
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=80, special_tokens=["<unk>", "</s>"], unk_token="<unk>")
+    tok.train_from_iterator(CORPUS, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>")
+
+
+@pytest.fixture(scope="module")
+def tiny_bytelevel():
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        CORPUS,
+        trainers.BpeTrainer(
+            vocab_size=300, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+
+
+@pytest.mark.parametrize("name", ["tiny_unigram", "tiny_bytelevel"])
+def test_random_edits_exact(request, name):
+    tok = request.getfixturevalue(name)
+    rng = random.Random(5)
+    for _ in range(150):
+        text = "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(0, 60)))
+        ids = tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
+        # (raw view of the Unigram model: the trained alphabet has no '<' to write a cut '</s>' as text)
+        view = rng.choice(["content", "raw"]) if name == "tiny_bytelevel" else "content"
+        shown = decode(tok, ids, view)
+        i = rng.randrange(len(shown) + 1)
+        j = min(len(shown), i + rng.randrange(0, 6))
+        edited = shown[:i] + "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(0, 5))) + shown[j:]
+        c = correct_text(tok, ids, edited, view=view)
+        assert decode(tok, c.token_ids, view) == edited
+        assert_consistent(c, ids)
+
+
+def test_unigram_unknown_char_is_a_clear_error(tiny_unigram):
+    """No byte fallback and no piece for the character: the text cannot be written exactly."""
+    ids = tiny_unigram.encode("hello world", add_special_tokens=False)
+    with pytest.raises(TokenFixError, match="exactly"):
+        correct_text(tiny_unigram, ids, "hello 日本")
+
+
+def test_unigram_raw_view_unwritable_text_is_a_clear_error(tiny_unigram):
+    ids = tiny_unigram.encode("hello world", add_special_tokens=False) + [tiny_unigram.eos_token_id]
+    raw = decode(tiny_unigram, ids, "raw")
+    assert raw.endswith("</s>")
+    with pytest.raises(TokenFixError):
+        correct_text(tiny_unigram, ids, raw[:-1], view="raw")  # '</s' as text: '<' is not in the vocabulary
