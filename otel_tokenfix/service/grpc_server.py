@@ -66,7 +66,7 @@ class GrpcReceiver:
         self.server.add_generic_rpc_handlers((handler,))
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        self.port = self.server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         if self.port == 0:
             raise OSError(f"cannot bind gRPC on {host}:{port}")
         self.host = host

@@ -42,6 +42,10 @@ def parse_hostport(value: str, default_host: str = "127.0.0.1") -> tuple[str, in
     return host, int(port)
 
 
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def parse_tokenizer_specs(specs: list[str], env: Mapping[str, str] | None = None) -> dict[str, str]:
     """``MODEL=DIR`` pairs (and a bare ``DIR`` as the default, key ``*``); env entries come first so the
     command line wins."""
@@ -109,7 +113,7 @@ class ServeConfig:
 class _HttpThread:
     """uvicorn on a socket we bound ourselves (port 0 works; the real port is known before start)."""
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, grace: float = 10.0) -> None:
         import uvicorn
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -120,7 +124,7 @@ class _HttpThread:
         self.sock.setblocking(False)
         self.host, self.port = host, self.sock.getsockname()[1]
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=10)
+                                timeout_graceful_shutdown=int(max(1, grace)))
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="tokenfix-http", daemon=True)
 
@@ -174,7 +178,7 @@ class TokenFixService:
             host, port = parse_hostport(config.http)
             app = make_app(self.pipeline, token=config.token, max_body_bytes=config.max_message_bytes,
                            health=self.pipeline.snapshot, on_reject=self._reject)
-            self.http = _HttpThread(app, host, port)
+            self.http = _HttpThread(app, host, port, config.shutdown_grace)
         self._stopped = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopping = False
@@ -187,9 +191,9 @@ class TokenFixService:
     def endpoints(self) -> dict[str, str]:
         out = {}
         if self.grpc:
-            out["grpc"] = f"{self.grpc.host}:{self.grpc.port}"
+            out["grpc"] = f"{_host(self.grpc.host)}:{self.grpc.port}"
         if self.http:
-            out["http"] = f"http://{self.http.host}:{self.http.port}"
+            out["http"] = f"http://{_host(self.http.host)}:{self.http.port}"
         return out
 
     def start(self) -> None:
