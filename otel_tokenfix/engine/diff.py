@@ -190,13 +190,31 @@ def diff_ids(a: Sequence[int], b: Sequence[int]) -> list[Region]:
     return _diff(list(a), list(b), 0, 0, [_chunker(64), _chunker(8)])
 
 
+def _bytes_affixes(a: bytes, b: bytes) -> tuple[int, int]:
+    """Common prefix and (non-overlapping) suffix lengths of two byte strings, vectorised."""
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0, 0
+    x = np.frombuffer(a, dtype=np.uint8, count=n)
+    y = np.frombuffer(b, dtype=np.uint8, count=n)
+    neq = x != y
+    p = int(neq.argmax()) if neq.any() else n
+    m = n - p
+    if m == 0:
+        return p, 0
+    xs = np.frombuffer(a, dtype=np.uint8)[len(a) - m :]
+    ys = np.frombuffer(b, dtype=np.uint8)[len(b) - m :]
+    neq = (xs != ys)[::-1]
+    s = int(neq.argmax()) if neq.any() else m
+    return p, s
+
+
 def diff_utf8(a: bytes, b: bytes) -> list[Region]:
     """Changed regions (byte offsets, on character boundaries) between two valid UTF-8 byte strings.
 
-    The common prefix/suffix is trimmed on the bytes (memcmp speed, no decode of long texts); only the
+    The common prefix/suffix is trimmed on the bytes (vectorised, no decode of long texts); only the
     differing middle is decoded and diffed as text."""
-    p = common_prefix(a, b)
-    s = common_suffix(a, b, min(len(a), len(b)) - p)
+    p, s = _bytes_affixes(a, b)
 
     def cont(x: bytes, i: int) -> bool:
         return 0 <= i < len(x) and (x[i] & 0xC0) == 0x80
