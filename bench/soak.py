@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         rows, good, _ = h.run_exporter_soak(tok, h.Workload(threads=args.threads, spans=args.spans // 4,
                                                              seed=args.seed), behind_processor=behind)
         ok &= good
-        sections.append(h.format_table(rows, f"TripletExporter soak ({args.spans // 4} spans, flaky sink)"))
+        where = "behind the processor" if behind else "alone"
+        sections.append(h.format_table(rows, f"TripletExporter {where} ({args.spans // 4} spans, flaky sink)"))
         print("\n" + sections[-1], flush=True)
 
     if not args.skip_service:
