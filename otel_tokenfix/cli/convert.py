@@ -53,7 +53,7 @@ def convert_command(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    tokenizers = tokenizer_map(tokenizer)
+    tokenizers, _ = tokenizer_map(tokenizer)
     out = output or _default_output(src)
     if str(out) == "-":
         from ..triplets.sinks import CallableSink

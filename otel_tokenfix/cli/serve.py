@@ -18,14 +18,15 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def tokenizer_map(specs: list[str]) -> dict:
-    """Parse ``--tokenizer`` specs (+ env) and load them; exits with a clear message on failure."""
+def tokenizer_map(specs: list[str]) -> tuple[object, list[str]]:
+    """Parse ``--tokenizer`` specs (+ env), load and warm them; (lookup, names). Exits with a clear
+    message when one cannot be loaded."""
     from ..engine.correction import TokenFixError
     from ..service.server import load_tokenizers, parse_tokenizer_specs
 
     parsed = parse_tokenizer_specs(specs)
     try:
-        return load_tokenizers(parsed)
+        return load_tokenizers(parsed), sorted(parsed)
     except (TokenFixError, OSError) as exc:
         typer.echo(f"error: cannot load tokenizer: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -34,7 +35,8 @@ def tokenizer_map(specs: list[str]) -> dict:
 TokenizerOpt = Annotated[
     list[str],
     typer.Option("--tokenizer", "-t",
-                 help="MODEL=DIR (repeatable) or DIR for every model; env OTEL_TOKENFIX_TOKENIZERS"),
+                 help="MODEL=DIR (repeatable), DIR for any model, or builtin:qwen; env "
+                      "OTEL_TOKENFIX_TOKENIZERS / OTEL_TOKENFIX_DEFAULT_TOKENIZER"),
 ]
 MaskOpt = Annotated[str, typer.Option("--mask", help="loss mask policy: kept | sampled | all")]
 TrajectoryOpt = Annotated[bool, typer.Option("--trajectory/--no-trajectory", help="merge continuing calls")]
@@ -89,12 +91,14 @@ def serve_command(
             typer.echo(f"error: --forward-header needs KEY=VALUE, got {h!r}", err=True)
             raise typer.Exit(2)
         headers.append((k.strip().lower(), v.strip()))
+    tokenizers, names = tokenizer_map(tokenizer)
     config = ServeConfig(
         grpc=grpc_addr or None,
         http=http_addr or None,
         output=str(output),
         fsync=fsync,
-        tokenizers=tokenizer_map(tokenizer),
+        tokenizers=tokenizers,
+        tokenizer_names=names,
         token=token or os.environ.get(ENV_TOKEN) or None,
         forward=forward,
         forward_headers=headers,
@@ -121,8 +125,8 @@ def serve_command(
         typer.echo(f"otel-tokenfix serve ready {parts} output={output}")
         sys.stdout.flush()
         logger = logging.getLogger("otel_tokenfix.service")
-        logger.info("serving %s; tokenizers: %s", parts, ", ".join(sorted(config.tokenizers)) or "none")
-        if not config.tokenizers:
+        logger.info("serving %s; tokenizers: %s", parts, ", ".join(config.tokenizer_names) or "none")
+        if not config.tokenizer_names:
             logger.warning("no --tokenizer: text edits cannot be applied (spans get status=error); "
                            "token-id edits still work")
 

@@ -27,6 +27,7 @@ from .pipeline import Pipeline, PipelineOptions
 log = logging.getLogger("otel_tokenfix.service")
 
 ENV_TOKENIZERS = "OTEL_TOKENFIX_TOKENIZERS"  # "MODEL=DIR,MODEL2=DIR2" and/or a bare "DIR" default
+ENV_DEFAULT_TOKENIZER = "OTEL_TOKENFIX_DEFAULT_TOKENIZER"
 ENV_TOKEN = "OTEL_TOKENFIX_TOKEN"
 
 
@@ -47,36 +48,43 @@ def _host(host: str) -> str:
 
 
 def parse_tokenizer_specs(specs: list[str], env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``MODEL=DIR`` pairs (and a bare ``DIR`` as the default, key ``*``); env entries come first so the
-    command line wins."""
+    """``MODEL=SPEC`` pairs and a bare ``SPEC`` as the default (key ``*``); SPEC is a directory, a tokenizer
+    file or ``builtin:qwen``. ``OTEL_TOKENFIX_TOKENIZERS`` and ``OTEL_TOKENFIX_DEFAULT_TOKENIZER`` (the SDK
+    path's variables) come first, so the command line wins."""
     env = os.environ if env is None else env
     items: list[str] = []
     raw = env.get(ENV_TOKENIZERS, "")
     items.extend(p for p in (s.strip() for s in raw.split(",")) if p)
+    default = (env.get(ENV_DEFAULT_TOKENIZER) or "").strip()
+    out: dict[str, str] = {"*": default} if default else {}
     items.extend(specs)
-    out: dict[str, str] = {}
     for item in items:
         model, sep, path = item.partition("=")
-        if sep and model and not os.path.exists(item):
+        if sep and model and not os.path.exists(item) and not item.startswith("builtin:"):
             out[model.strip()] = path.strip()
         else:
             out["*"] = item.strip()
     return out
 
 
-def load_tokenizers(specs: Mapping[str, str]) -> dict[str, Any]:
-    """Load each tokenizer once (two models may share a directory)."""
-    from ..tokenizers import load_tokenizer
+def load_tokenizers(specs: Mapping[str, str]) -> Any:
+    """Load (and warm) every tokenizer now, once per directory, and return the SDK path's
+    ``TokenizerResolver`` over them: model names match the same way on both doors (exact, case-insensitive,
+    last path component, then the default)."""
+    from ..sdk.tokenizers import TokenizerResolver, load_spec
 
     cache: dict[str, Any] = {}
-    out: dict[str, Any] = {}
-    for model, path in specs.items():
-        key = os.path.realpath(path)
+    loaded: dict[str, Any] = {}
+    for model, spec in specs.items():
+        key = spec if spec.startswith("builtin:") else os.path.realpath(spec)
         if key not in cache:
-            cache[key] = load_tokenizer(path)
+            cache[key] = load_spec(spec)
             warm_up(cache[key])
-        out[model] = cache[key]
-    return out
+        loaded[model] = cache[key]
+    default = loaded.pop("*", None)
+    if not loaded and default is None:
+        return {}
+    return TokenizerResolver(loaded, default)
 
 
 def warm_up(tokenizer: Any) -> None:
@@ -97,7 +105,9 @@ class ServeConfig:
     http: str | None = "127.0.0.1:4328"
     output: str = "tokenfix-triplets.jsonl"
     fsync: bool = False
-    tokenizers: dict[str, Any] = field(default_factory=dict)
+    #: a mapping model -> tokenizer, a ``TokenizerResolver`` or one tokenizer (see ``as_lookup``)
+    tokenizers: Any = field(default_factory=dict)
+    tokenizer_names: list[str] = field(default_factory=list)
     token: str | None = None
     forward: str | None = None
     forward_headers: list[tuple[str, str]] = field(default_factory=list)

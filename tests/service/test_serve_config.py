@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from otel_tokenfix.service.forward import parse_target
-from otel_tokenfix.service.server import ENV_TOKENIZERS, parse_hostport, parse_tokenizer_specs
+from otel_tokenfix.service.server import (
+    ENV_DEFAULT_TOKENIZER,
+    ENV_TOKENIZERS,
+    load_tokenizers,
+    parse_hostport,
+    parse_tokenizer_specs,
+)
 
 
 def test_parse_hostport():
@@ -25,6 +31,16 @@ def test_tokenizer_specs_env_then_flags(tmp_path):
     assert parse_tokenizer_specs([], env) == {"qwen2.5": "/m/qwen", "mistral": "/m/mistral", "*": "/m/default"}
     got = parse_tokenizer_specs(["qwen2.5=/other", str(d)], env)
     assert got["qwen2.5"] == "/other" and got["*"] == str(d) and got["mistral"] == "/m/mistral"
+    assert parse_tokenizer_specs([], {ENV_DEFAULT_TOKENIZER: "builtin:qwen"}) == {"*": "builtin:qwen"}
+    assert parse_tokenizer_specs(["builtin:qwen"], {}) == {"*": "builtin:qwen"}
+
+
+def test_tokenizers_resolve_like_the_sdk_path(qwen_dir):
+    lookup = load_tokenizers({"Qwen/Qwen2.5-7B-Instruct": str(qwen_dir)})
+    tok = lookup("Qwen/Qwen2.5-7B-Instruct")
+    assert tok is not None and tok.convert_tokens_to_ids("<think>") == 151667
+    assert lookup("qwen/qwen2.5-7b-instruct") is tok and lookup("Qwen2.5-7B-Instruct") is tok  # case, last part
+    assert lookup("mistral-7b") is None and load_tokenizers({}) == {}
 
 
 def test_forward_targets():
