@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -83,11 +82,6 @@ def test_exporter_behind_the_processor_applies_the_edit_to_its_call(qwen):
     assert got[b] == "Second answer about edited prices."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported): a late part of a trace whose root already ended waits for "
-    "the hold timeout (default 1800 s) and then leaves uncorrected",
-)
 def test_a_late_llm_span_of_an_ended_root_is_corrected_not_timed_out(qwen):
     """The root has already ended, so no root will ever end the late part of the trace: the processor
     must not wait for its hold timeout and then forward the late LLM span *uncorrected*."""
