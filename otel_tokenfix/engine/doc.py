@@ -1,0 +1,194 @@
+"""The sampled ids seen through one view: visible bytes, what decode shows, and where they may be cut.
+
+Why a module of its own: everything the splice does rests on one fact, that the display of the sampled
+ids is known exactly from the per-tokenizer table. When the token bytes are valid UTF-8 that is a proof;
+when they are not (a response cut mid-character, an invalid SentencePiece byte run), the few segments with
+invalid bytes are decoded like the tokenizer's decoder does and the whole is checked against it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .correction import View
+from .table import TokenTable
+
+
+@dataclass
+class Doc:
+    """The sampled ids seen through one view, with byte offsets of the allowed cut points."""
+
+    ids: list[int]
+    vis: np.ndarray  # positions (into ids) of visible tokens
+    vids: np.ndarray  # visible ids
+    cut_k: np.ndarray  # allowed cut points, as boundaries 0..nv between visible tokens
+    cut_d: np.ndarray  # display-byte offset of each allowed cut
+    disp: bytes  # what decode shows (after the dummy-prefix strip)
+    disp_text: str  # the same, decoded
+    clean: bool  # display == valid UTF-8 of the token bytes (byte-level check is a proof)
+    bad: np.ndarray | None = None  # per segment between cuts: shows U+FFFD for invalid bytes (never an anchor)
+
+
+def reference_decode(tokenizer: Any, ids: Sequence[int], view: View) -> str:
+    """The reference decode for a view (clean-up of tokenization spaces off: it is lossy)."""
+    from tokenizers import Tokenizer
+
+    skip = view == "content"
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer.decode(list(ids), skip_special_tokens=skip)
+    return tokenizer.decode(list(ids), skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+
+
+def _spm_display(table: TokenTable, vids: Sequence[int]) -> str:
+    """Emulate SentencePiece byte fallback: a run of byte tokens decodes as one, else U+FFFD per byte."""
+    out: list[str] = []
+    run = bytearray()
+    byte_id = {v: k for k, v in table.byte_ids.items()}
+    for i in vids:
+        if i in byte_id:
+            run.append(byte_id[i])
+            continue
+        if run:
+            try:
+                out.append(run.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append("\ufffd" * len(run))
+            run.clear()
+        out.append(table.token_bytes[i].decode("utf-8", "replace"))  # type: ignore[union-attr]
+    if run:
+        try:
+            out.append(run.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append("\ufffd" * len(run))
+    return "".join(out)
+
+
+def visible(table: TokenTable, arr: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and ids of the visible tokens (a cheap slice when hidden ones sit only at the ends)."""
+    n = int(arr.size)
+    if view == "content":
+        hid = table.hidden[arr]
+        if hid.any():
+            lo = 0
+            while lo < n and hid[lo]:
+                lo += 1
+            hi = n
+            while hi > lo and hid[hi - 1]:
+                hi -= 1
+            if hi - lo > 0 and hid[lo:hi].any():
+                vis = np.flatnonzero(~hid)
+                return vis, arr[vis]
+            return np.arange(lo, hi), arr[lo:hi]
+    return np.arange(n), arr
+
+
+def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: int) -> np.ndarray:
+    """Indices into the table's flat byte buffer of every byte of the given tokens, in order.
+
+    A cumulative sum of +1 steps with a jump at each token start: fewer passes than repeat + arange."""
+    if int(lens.min()) > 0:
+        inc = np.ones(total, dtype=np.int64)
+        inc[0] = starts[0]
+        inc[off[1:-1]] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
+        return np.cumsum(inc, out=inc)
+    return np.repeat(starts - off[:-1], lens) + np.arange(total, dtype=np.int64)
+
+
+def build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, view: View) -> Doc | None:
+    """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
+    vis, vids = visible(table, arr, view)
+    lens = table.lengths[vids]
+    off = np.zeros(lens.size + 1, dtype=np.int64)
+    np.cumsum(lens, out=off[1:])
+    total = int(off[-1])
+    if total:
+        raw = table.flat[_byte_index(table.starts[vids], lens, off, total)]
+        b = raw.tobytes()
+    else:
+        raw = np.zeros(0, dtype=np.uint8)
+        b = b""
+    s0 = 1 if table.strip_leading_space and b[:1] == b" " else 0
+    try:
+        disp_text = b[s0:].decode("utf-8")
+        clean = True
+    except UnicodeDecodeError:
+        disp_text = ""
+        clean = False
+    nv = int(vids.size)
+    if clean:
+        inner = off[1:-1]
+        ok = np.ones(nv + 1, dtype=bool)
+        if inner.size:
+            ok[1:-1] = (raw[inner] & 0xC0) != 0x80
+        cut_k = np.flatnonzero(ok)
+        cut_d = np.maximum(off[cut_k] - s0, 0)
+        return Doc(ids, vis, vids, cut_k, cut_d, b[s0:], disp_text, True)
+    # Dirty: invalid UTF-8 in the token bytes (a response cut mid-character, an SPM byte run). Cut only
+    # where the decoder provably restarts, decode the few segments holding invalid bytes like the decoder
+    # does (the rest shows its bytes as they are), and check the whole against the real decode.
+    ok = np.ones(nv + 1, dtype=bool)
+    if nv > 1:
+        ok[1:-1] = (raw[off[1:-1]] & 0xC0) != 0x80
+        if table.byte_ids:
+            is_byte = np.isin(vids, np.fromiter(table.byte_ids.values(), dtype=np.int64))
+            ok[1:-1] &= ~(is_byte[:-1] & is_byte[1:])
+    ks = np.flatnonzero(ok) if nv else np.zeros(1, dtype=np.int64)
+    seg_b = off[ks]  # byte offset of each cut
+    n_seg = max(int(ks.size) - 1, 0)
+    bad = np.zeros(max(n_seg, 1), dtype=bool)
+    for e0, e1 in _invalid_ranges(b):
+        j0 = int(np.searchsorted(seg_b, e0, "right")) - 1
+        j1 = int(np.searchsorted(seg_b, e1, "left"))
+        bad[max(j0, 0) : max(j1, j0 + 1)] = True
+    pieces: list[bytes] = []
+    shift = np.zeros(int(ks.size), dtype=np.int64)
+    pos = 0
+    vlist = vids.tolist()
+    for j in np.flatnonzero(bad[:n_seg]).tolist():
+        x0, x1 = int(seg_b[j]), int(seg_b[j + 1])
+        if table.kind == "metaspace":
+            seg = _spm_display(table, vlist[int(ks[j]) : int(ks[j + 1])]).encode("utf-8")
+        else:
+            seg = b[x0:x1].decode("utf-8", "replace").encode("utf-8")
+        pieces.append(b[pos:x0])
+        pieces.append(seg)
+        pos = x1
+        shift[j + 1] += len(seg) - (x1 - x0)
+    pieces.append(b[pos:])
+    disp_b = b"".join(pieces)
+    try:
+        disp_s = disp_b.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    strip = 1 if table.strip_leading_space and disp_s[:1] == " " else 0
+    disp = disp_s[strip:]
+    if disp != reference_decode(tokenizer, ids, view):
+        return None
+    cut_d = np.maximum(seg_b + np.cumsum(shift) - strip, 0)
+    return Doc(ids, vis, vids, ks, cut_d, disp_b[strip:], disp, False, bad)
+
+
+_TLS = threading.local()
+
+
+def _record_invalid(exc: UnicodeError) -> tuple[str, int]:
+    _TLS.ranges.append((exc.start, exc.end))  # type: ignore[attr-defined]
+    return "", exc.end  # type: ignore[attr-defined]
+
+
+codecs.register_error("otel_tokenfix.record_invalid", _record_invalid)
+
+
+def _invalid_ranges(b: bytes) -> list[tuple[int, int]]:
+    """Byte ranges of ``b`` that are not valid UTF-8, in one decoding pass."""
+    _TLS.ranges = []
+    b.decode("utf-8", "otel_tokenfix.record_invalid")
+    out: list[tuple[int, int]] = _TLS.ranges
+    _TLS.ranges = []
+    return out
