@@ -74,3 +74,33 @@ def test_unigram_raw_view_unwritable_text_is_a_clear_error(tiny_unigram):
     assert raw.endswith("</s>")
     with pytest.raises(TokenFixError):
         correct_text(tiny_unigram, ids, raw[:-1], view="raw")  # '</s' as text: '<' is not in the vocabulary
+
+
+def test_legacy_spm_normalizer_variant(mistral_spm):
+    """Older Llama/Mistral tokenizer.json files prepend '▁' and replace spaces in the normalizer (no
+    pre-tokenizer): the exact encoder drops the Prepend and keeps the Replace; canonical in, canonical out."""
+    import json
+
+    spec = json.loads(mistral_spm.backend_tokenizer.to_str())
+    spec["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"},
+        ],
+    }
+    spec["pre_tokenizer"] = None
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)), bos_token="<s>", eos_token="</s>"
+    )
+    rng = random.Random(2)
+    for _ in range(80):
+        text = "".join(rng.choice(ALPHABET) for _ in range(rng.randrange(0, 40)))
+        ids = tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
+        shown = decode(tok, ids)
+        i = rng.randrange(len(shown) + 1)
+        edited = shown[:i] + rng.choice(["", " ", "x", " new words", "\n"]) + shown[min(len(shown), i + 3) :]
+        c = correct_text(tok, ids, edited)
+        assert decode(tok, c.token_ids) == edited
+        if decode(tok, ids) == text and decode(tok, tok.encode(edited, add_special_tokens=False)) == edited:
+            assert c.token_ids[:-1] == tok.encode(edited, add_special_tokens=False)
