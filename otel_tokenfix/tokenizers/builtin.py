@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import os
-from functools import lru_cache
+from collections.abc import Callable
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 QWEN_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
 #: Qwen's added tokens in id order from 151643; ``True`` marks the ones the API hides (special).
@@ -74,7 +76,7 @@ def cache_dir() -> Path:
     return Path(root) / "tokenizers"
 
 
-def _cached(name: str, build: "callable[[], PreTrainedTokenizerBase]") -> "PreTrainedTokenizerBase":  # type: ignore[valid-type]
+def _cached(name: str, build: Callable[[], PreTrainedTokenizerBase]) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     target = cache_dir() / f"{name}-v{_CACHE_VERSION}"
@@ -112,7 +114,7 @@ def _qwen_vocab_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return _Converter(vocab_file="unused", pattern=QWEN_REGEX).extract_vocab_merges_from_model("unused")
 
 
-def _build_qwen() -> "PreTrainedTokenizerBase":
+def _build_qwen() -> PreTrainedTokenizerBase:
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
@@ -129,7 +131,7 @@ def _build_qwen() -> "PreTrainedTokenizerBase":
     return tok
 
 
-def _build_mistral_spm() -> "PreTrainedTokenizerBase":
+def _build_mistral_spm() -> PreTrainedTokenizerBase:
     import shutil
     import tempfile
 
@@ -144,7 +146,7 @@ def _build_mistral_spm() -> "PreTrainedTokenizerBase":
     return tok
 
 
-def _build_tekken() -> "PreTrainedTokenizerBase":
+def _build_tekken() -> PreTrainedTokenizerBase:
     from transformers import PreTrainedTokenizerFast
     from transformers.integrations.mistral.tokenizer import MistralConverter  # type: ignore[import-not-found]
 
@@ -154,19 +156,19 @@ def _build_tekken() -> "PreTrainedTokenizerBase":
     return PreTrainedTokenizerFast(tokenizer_object=backend, clean_up_tokenization_spaces=False)
 
 
-@lru_cache(maxsize=None)
-def qwen_tokenizer() -> "PreTrainedTokenizerBase":
+@cache
+def qwen_tokenizer() -> PreTrainedTokenizerBase:
     """Qwen2.5 byte-level BPE (151643 ranks) plus Qwen3's added tokens (``<think>`` at 151667)."""
     return _cached("qwen2.5", _build_qwen)
 
 
-@lru_cache(maxsize=None)
-def mistral_spm_tokenizer() -> "PreTrainedTokenizerBase":
+@cache
+def mistral_spm_tokenizer() -> PreTrainedTokenizerBase:
     """Mistral 7B v0.1 SentencePiece (32000 pieces, byte fallback), HF-converted."""
     return _cached("mistral-spm-v1", _build_mistral_spm)
 
 
-@lru_cache(maxsize=None)
-def tekken_tokenizer() -> "PreTrainedTokenizerBase":
+@cache
+def tekken_tokenizer() -> PreTrainedTokenizerBase:
     """Mistral Tekken (tiktoken-style, 131072)."""
     return _cached("tekken-240911", _build_tekken)
