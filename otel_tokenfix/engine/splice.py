@@ -207,7 +207,7 @@ def splice(
             s = 0
             while s < len(old) - p and s < len(new) - p and old[-1 - s] == new[-1 - s]:
                 s += 1
-            base = len(out.ids)
+            base = out.n
             src: list[int | None] = list(range(p0, p0 + p))
             src.extend([None] * (len(new) - p - s))
             src.extend(range(p1 - s, p1))
