@@ -49,15 +49,12 @@ def prefix_suffix_loss(
     tok, original: Sequence[int], c: Correction, edited: str, view: str = "content"
 ) -> tuple[int, int]:
     """How many original tokens lying wholly inside the common byte prefix (resp. suffix) of the old and
-    new text, not counting the last (first) ``slack`` tokens next to the change, were not kept in place."""
+    the new text were not kept. A minimal splice loses at most its anchor token on each side."""
     table = get_table(tok)
     vis = [i for i, t in enumerate(original) if view == "raw" or not table.hidden[t]]
-    old = b"".join(table.token_bytes[original[i]] for i in vis)
-    new = edited.encode()
-    if table.strip_leading_space:
-        if old[:1] == b" ":
-            old = old[1:]
-        new = new
+    raw = b"".join(table.token_bytes[original[i]] for i in vis)
+    strip = 1 if table.strip_leading_space and raw[:1] == b" " else 0
+    old, new = raw[strip:], edited.encode()
     p = 0
     while p < min(len(old), len(new)) and old[p] == new[p]:
         p += 1
@@ -65,11 +62,10 @@ def prefix_suffix_loss(
     while s < min(len(old), len(new)) - p and old[-1 - s] == new[-1 - s]:
         s += 1
     offs = [0]
-    strip = 1 if table.strip_leading_space and b"".join(table.token_bytes[original[i]] for i in vis)[:1] == b" " else 0
     for i in vis:
         offs.append(offs[-1] + len(table.token_bytes[original[i]]))
     offs = [max(o - strip, 0) for o in offs]
-    kept = {s_: k for k, s_ in enumerate(c.source_index) if s_ is not None}
+    kept = {s_ for s_ in c.source_index if s_ is not None}
     lost_pre = [j for j, i in enumerate(vis) if offs[j + 1] <= p and i not in kept]
     lost_suf = [j for j, i in enumerate(vis) if offs[j] >= len(old) - s and i not in kept]
     return len(lost_pre), len(lost_suf)

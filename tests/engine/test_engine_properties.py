@@ -118,11 +118,16 @@ def test_chains_stay_exact(any_tokenizer, text, seed, n, view):
     c = None
     for _ in range(n):
         cur_text = mutate(rng, cur_text)
+        current = ids if c is None else c.token_ids
+        step = correct_text(tok, current, cur_text, view=view)  # this edit alone, on the current ids
+        if step.method == "splice":
+            assert max(prefix_suffix_loss(tok, current, step, cur_text, view)) <= 2
         c = (
             correct_text(tok, ids, cur_text, logprobs=logprobs, view=view)
             if c is None
             else c.then_text(tok, cur_text, view=view)
         )
+        assert c.token_ids == step.token_ids  # composing only re-labels provenance
         assert decode(tok, c.token_ids, view) == cur_text
         assert_consistent(c, ids, logprobs)
     assert c is not None and c.edits == n

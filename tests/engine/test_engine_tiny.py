@@ -104,3 +104,29 @@ def test_legacy_spm_normalizer_variant(mistral_spm):
         assert decode(tok, c.token_ids) == edited
         if decode(tok, ids) == text and decode(tok, tok.encode(edited, add_special_tokens=False)) == edited:
             assert c.token_ids[:-1] == tok.encode(edited, add_special_tokens=False)
+
+
+def test_concurrent_first_use_builds_one_table():
+    """Threads correcting with a fresh tokenizer at once: one table, every result exact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from otel_tokenfix.engine.table import get_table
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    ids = fast.encode("the quick brown fox jumps over the lazy dog.", add_special_tokens=False)
+
+    def work(k: int) -> tuple[bool, int]:
+        edited = f"the quick brown fox number {k} jumps over the lazy dog."
+        c = correct_text(fast, ids, edited)
+        return decode(fast, c.token_ids) == edited, id(get_table(fast))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(work, range(24)))
+    assert all(ok for ok, _ in results)
+    assert len({t for _, t in results}) == 1
