@@ -355,3 +355,12 @@ def test_bare_backend_tokenizer_is_supported_and_cached(qwen):
     c = correct_text(be, ids, "Hello there world")
     assert be.decode(c.token_ids) == "Hello there world"
     assert get_table(be) is get_table(be)
+
+
+def test_typed_visible_added_tokens_become_those_tokens(qwen):
+    """`<think>` typed by the agent is visible text the API would show for id 151667: it is written as that
+    id (as the server tokenizes it in the next prompt), unlike hidden control tokens, which stay text."""
+    ids = canonical(qwen, "Answer.") + [IM_END]
+    c = correct_text(qwen, ids, "<think>check</think>Answer.")
+    assert c.token_ids[:3] == [THINK, *canonical(qwen, "check"), END_THINK][:3]
+    assert c.token_ids[-3:] == ids[-3:] and c.token_ids == canonical(qwen, "<think>check</think>Answer.") + [IM_END]
