@@ -35,7 +35,9 @@ ANCHOR_STEPS = (1, 3, 8, 24)
 
 
 def _reencode(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, text: str, view: View) -> list[int]:
-    """Fallback: encode the whole text; hidden tokens keep their place at the start/end."""
+    """Fallback: encode the whole text; hidden tokens keep their place at the start/end (hidden tokens
+    from the middle go after the text). In the raw view control tokens are re-encoded as text: exact, but
+    only reached when no splice could be proven (reported as ``method="reencode"``)."""
     if view == "content":
         hid = table.hidden[arr]
         vis = np.flatnonzero(~hid)
@@ -50,7 +52,7 @@ def _reencode(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray
         while n_bos < len(ids) and table.bos is not None and ids[n_bos] == table.bos:
             n_bos += 1
         lead, trail, middle_hidden = ids[:n_bos], ids[n_bos:], []
-    data = (b" " if table.strip_leading_space else b"") + text.encode("utf-8")
+    data = (b" " if table.strip_leading_space and text else b"") + text.encode("utf-8")
     try:
         new = encode_exact(table, data)
     except Retry:
@@ -72,7 +74,8 @@ def _bytewise(table: TokenTable, data: bytes) -> list[int]:
             continue
         raw = ch.encode("utf-8")
         if not all(b in table.byte_ids for b in raw):
-            raise TokenFixError(f"this tokenizer cannot write {ch!r} exactly (no byte-fallback token)")
+            why = "its normalizer rewrites text" if table.lossy_normalizer else "no byte-fallback token"
+            raise TokenFixError(f"this tokenizer cannot write {ch!r} exactly ({why})")
         out.extend(table.byte_ids[b] for b in raw)
     return out
 
@@ -122,5 +125,6 @@ def correct_text(
             return out.finish(method="splice" if step == 0 else "widened", text=edited_text)
     out = _reencode(table, tokenizer, ids, arr, edited_text, view)
     if reference_decode(tokenizer, out, view) != edited_text:
-        raise TokenFixError("the tokenizer cannot reproduce the edited text exactly (lossy tokenizer?)")
+        why = "its normalizer rewrites text" if table.lossy_normalizer else "lossy tokenizer?"
+        raise TokenFixError(f"the tokenizer cannot reproduce the edited text exactly ({why})")
     return make_correction(ids, out, align_ids(ids, out), logprobs=lp, method="reencode", text=edited_text)

@@ -130,3 +130,20 @@ def test_concurrent_first_use_builds_one_table():
         results = list(pool.map(work, range(24)))
     assert all(ok for ok, _ in results)
     assert len({t for _, t in results}) == 1
+
+
+def test_lossy_normalizer_is_a_clear_error():
+    """A lower-casing normalizer cannot write upper-case text: TokenFixError, never wrong ids."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    ids = fast.encode("hello world", add_special_tokens=False)
+    ok = correct_text(fast, ids, "hello big world")  # lower-case edits are fine
+    assert decode(fast, ok.token_ids) == "hello big world"
+    with pytest.raises(TokenFixError, match="normalizer"):
+        correct_text(fast, ids, "Hello World")
