@@ -44,23 +44,26 @@ def request_from_dict(obj: Any) -> ExportTraceServiceRequest:
     """Parse an OTLP/JSON trace request already loaded with ``json.loads``."""
     if not isinstance(obj, dict):
         raise OTLPJsonError("an OTLP/JSON request must be a JSON object")
-    for rs in obj.get("resourceSpans") or obj.get("resource_spans") or ():
-        if not isinstance(rs, dict):
-            continue
-        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or ():
-            if not isinstance(ss, dict):
+    try:
+        for rs in obj.get("resourceSpans") or obj.get("resource_spans") or ():
+            if not isinstance(rs, dict):
                 continue
-            for span in ss.get("spans") or ():
-                if not isinstance(span, dict):
+            for ss in rs.get("scopeSpans") or rs.get("scope_spans") or ():
+                if not isinstance(ss, dict):
                     continue
-                _fix_ids(span)
-                for link in span.get("links") or ():
-                    if isinstance(link, dict):
-                        _fix_ids(link)
+                for span in ss.get("spans") or ():
+                    if not isinstance(span, dict):
+                        continue
+                    _fix_ids(span)
+                    for link in span.get("links") or ():
+                        if isinstance(link, dict):
+                            _fix_ids(link)
+    except TypeError as exc:  # e.g. "resourceSpans": 5 -- a client error, not a server one
+        raise OTLPJsonError(f"not an OTLP/JSON trace request: {exc}") from exc
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(obj, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, binascii.Error, TypeError, ValueError) as exc:
+    except (json_format.ParseError, binascii.Error, TypeError, ValueError, RecursionError) as exc:
         raise OTLPJsonError(str(exc)) from exc
     return request
 
@@ -69,7 +72,7 @@ def request_from_json(data: str | bytes) -> ExportTraceServiceRequest:
     """Parse one OTLP/JSON trace request (a line of the Collector's file exporter, an HTTP body)."""
     try:
         obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: "[[[[..." bodies
         raise OTLPJsonError(f"not JSON: {exc}") from exc
     return request_from_dict(obj)
 
