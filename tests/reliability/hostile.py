@@ -5,6 +5,7 @@ Shared by the processor fuzz test and the OTLP service fuzz test (and ``bench/fu
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 
@@ -223,4 +224,79 @@ otlp_body = st.one_of(
         st.integers(0, 10**6),
     ).map(lambda t: mutate(*t)),
     st.binary(max_size=300),
+)
+
+
+# --- OTLP/JSON bodies ---------------------------------------------------------------------------------------
+json_scalar = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=20)
+)
+json_value = st.recursive(
+    json_scalar,
+    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.text(max_size=8), c, max_size=4)),
+    max_leaves=12,
+)
+json_span = st.fixed_dictionaries(
+    {},
+    optional={
+        "traceId": st.one_of(st.sampled_from(["0" * 32, "ab" * 16, "zz" * 16, "", "AQID"]), json_value),
+        "spanId": st.one_of(st.sampled_from(["01" * 8, "xyz", "0" * 16]), json_value),
+        "parentSpanId": json_value,
+        "name": json_value,
+        "startTimeUnixNano": st.one_of(st.sampled_from(["1", "-1", "18446744073709551616", "1e9"]), json_value),
+        "attributes": st.one_of(
+            st.lists(
+                st.fixed_dictionaries(
+                    {"key": st.sampled_from(RESPONSE_KEYS + EDIT_KEYS)}, optional={"value": json_value}
+                ),
+                max_size=4,
+            ),
+            json_value,
+        ),
+        "events": st.one_of(
+            st.lists(
+                st.dictionaries(st.sampled_from(["name", "attributes", "timeUnixNano"]), json_value, max_size=3),
+                max_size=3,
+            ),
+            json_value,
+        ),
+        "links": json_value,
+        "kind": json_value,
+    },
+)
+
+
+def _json_request(spans, where: int, junk) -> dict:
+    levels = [
+        {"resourceSpans": junk},
+        {"resourceSpans": [{"scopeSpans": junk}]},
+        {"resourceSpans": [{"scopeSpans": [{"spans": junk}]}]},
+        {"resourceSpans": [{"resource": junk, "scopeSpans": [{"scope": junk, "spans": spans}]}]},
+    ]
+    return levels[where % len(levels)]
+
+
+otlp_json_body = st.one_of(
+    st.builds(
+        lambda s, w, j: json.dumps(_json_request(s, w, j)).encode(),
+        st.lists(json_span, max_size=3),
+        st.integers(0, 3),
+        json_value,
+    ),
+    json_value.map(lambda v: json.dumps(v).encode()),
+    st.sampled_from(
+        [
+            b"[" * 100_000,
+            b'{"resourceSpans": ' + b"[" * 50_000,
+            b"\xff\xfe{}",
+            b"",
+            b"null",
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"attributes": [{"key": "x", "value": '
+            + b'{"kvlistValue": {"values": [{"key": "a", "value": ' * 300
+            + b"{}"
+            + b"}]}}" * 300
+            + b"}]}]}]}]}",
+        ]
+    ),
+    st.binary(max_size=200),
 )

@@ -14,6 +14,7 @@ import grpc
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from otel_tokenfix.service.server import ServeConfig, parse_hostport
 
@@ -95,6 +96,37 @@ def test_hostile_otlp_never_crashes_the_service_and_every_rejection_is_explained
         status = status_pb2.Status.FromString(r.content)
         assert status.message, "a rejection must say why"
         assert health(serve)["rejected_requests"] == before + 1
+    assert serve.alive(), serve.stderr_text()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=hostile.otlp_json_body, gz=st.booleans())
+def test_hostile_otlp_json_never_crashes_the_service_and_every_rejection_is_explained(serve, body, gz):
+    before = health(serve)["rejected_requests"]
+    headers = {"content-type": "application/json", **AUTH}
+    if gz:
+        body, headers = gzip.compress(body), {**headers, "content-encoding": "gzip"}
+    r = httpx.post(f"{serve.http}/v1/traces", content=body, headers=headers, timeout=60)
+    assert r.status_code in (200, 400, 413), (r.status_code, r.text[:300])
+    if r.status_code != 200:
+        assert r.json().get("message"), "a rejection must say why"
+        assert health(serve)["rejected_requests"] == before + 1
+    assert serve.alive(), serve.stderr_text()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=hostile.otlp_body)
+def test_hostile_otlp_over_grpc_gets_a_status_never_a_crash(serve, body):
+    with grpc.insecure_channel(serve.grpc) as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        try:
+            assert export(body, timeout=60, metadata=(("authorization", f"Bearer {TOKEN}"),)) == b""
+        except grpc.RpcError as err:
+            assert err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED), (
+                err.code(),
+                err.details(),
+            )
+            assert err.details()
     assert serve.alive(), serve.stderr_text()
 
 
