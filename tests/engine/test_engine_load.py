@@ -83,3 +83,22 @@ def test_never_runs_remote_code(qwen, tmp_path):
     assert not marker.exists()
     if tok is not None:
         assert type(tok).__name__ != "EvilTokenizer"
+
+
+def test_directories_with_only_a_model_file(mistral_spm, tekken, tmp_path):
+    spm_dir, tek_dir = tmp_path / "spm", tmp_path / "tek"
+    spm_dir.mkdir()
+    tek_dir.mkdir()
+    for name, target in (
+        ("tokenizer.model.v1", spm_dir / "tokenizer.model"),
+        ("tekken_240911.json", tek_dir / "tekken.json"),
+    ):
+        with resources.as_file(resources.files("mistral_common") / "data" / name) as p:
+            shutil.copyfile(p, target)
+    _same(load_tokenizer(spm_dir), mistral_spm)
+    _same(load_tokenizer(tek_dir), tekken)
+
+
+def test_hub_ids_are_never_downloaded():
+    with pytest.raises(TokenFixError, match="does not exist"):
+        load_tokenizer("Qwen/Qwen2.5-7B-Instruct")
