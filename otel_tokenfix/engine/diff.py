@@ -20,6 +20,8 @@ Region = tuple[int, int, int, int]
 
 #: Direct LCS when len(a) * len(b) stays below this (bit-parallel: ~1-2 ms).
 DIRECT_LIMIT = 4_000_000
+#: Above this, a region no chunking could split is reported whole (a rewrite; ~30 ms of LCS at most).
+HARD_LIMIT = 200_000_000
 
 
 def common_prefix(a: Sequence[Any], b: Sequence[Any]) -> int:
@@ -91,41 +93,61 @@ def _split_words(s: Sequence[Any]) -> list[Any]:
     return _WORD.findall(s)  # type: ignore[arg-type]
 
 
-def _split_pairs(s: Sequence[Any]) -> list[Any]:
-    """Content-defined chunks of ~8 chars for long runs without spaces (CJK): cut on 2-char hashes."""
-    out: list[Any] = []
-    start = 0
-    for i in range(1, len(s)):
-        if hash(s[i - 1 : i + 1]) % 8 == 0:
-            out.append(s[start : i + 1])
-            start = i + 1
-    if start < len(s):
-        out.append(s[start:])
-    return out
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xBF58476D1CE4E5B9)
 
 
-def _chunker(k: int) -> Splitter:
-    """Content-defined chunks: cut after items whose hash hits 1 in ``k`` (edit-stable boundaries)."""
+def _keys(seq: Sequence[Any]) -> np.ndarray:
+    """A well-mixed 64-bit key per item (per character pair for text), vectorised."""
+    if isinstance(seq, str):
+        cp = np.frombuffer(seq.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
+        prev = np.zeros_like(cp)
+        prev[1:] = cp[:-1]
+        k = cp * _M1 + prev * _M2
+    elif isinstance(seq[0], int):
+        k = np.asarray(seq, dtype=np.int64).astype(np.uint64) * _M1
+    else:
+        k = np.fromiter((hash(x) for x in seq), dtype=np.int64, count=len(seq)).astype(np.uint64) * _M1
+    k ^= k >> np.uint64(31)
+    k *= _M2
+    k ^= k >> np.uint64(29)
+    return k
+
+
+def _cdc(k: int, max_len: int) -> Splitter:
+    """Content-defined chunks: cut after items whose key hits 1 in ``k`` (an edit moves no boundary but its
+    own), and at least every ``max_len`` items (a run of one repeated item still splits, into equal chunks
+    that keep matching)."""
 
     def split(seq: Sequence[Any]) -> list[Any]:
-        if seq and isinstance(seq[0], int):
-            arr = np.asarray(seq, dtype=np.int64)
-            cuts = (np.flatnonzero(((arr * 2654435761) & 0xFFFFFFFF) % k == 0) + 1).tolist()
-        else:
-            cuts = [i + 1 for i, x in enumerate(seq) if ((hash(x) * 2654435761) & 0xFFFFFFFF) % k == 0]
-        if not cuts or cuts[-1] != len(seq):
-            cuts.append(len(seq))
+        n = len(seq)
+        if n == 0:
+            return []
+        natural = (np.flatnonzero(_keys(seq) % np.uint64(k) == 0) + 1).tolist()
+        if not natural or natural[-1] != n:
+            natural.append(n)
+        ends: list[int] = []
+        start = 0
+        for e in natural:
+            while e - start > max_len:
+                start += max_len
+                ends.append(start)
+            ends.append(e)
+            start = e
+        as_tuple = not isinstance(seq, (str, bytes))
         out: list[Any] = []
         start = 0
-        for c in cuts:
-            out.append(tuple(seq[start:c]))
-            start = c
+        for e in ends:
+            out.append(tuple(seq[start:e]) if as_tuple else seq[start:e])
+            start = e
         return out
 
     return split
 
 
-def _diff(a: Sequence[Any], b: Sequence[Any], a_off: int, b_off: int, levels: list[Splitter]) -> list[Region]:
+def _diff(
+    a: Sequence[Any], b: Sequence[Any], a_off: int, b_off: int, levels: list[Splitter], direct: int = DIRECT_LIMIT
+) -> list[Region]:
     p = common_prefix(a, b)
     s = common_suffix(a, b, min(len(a), len(b)) - p)
     a_mid, b_mid = a[p : len(a) - s], b[p : len(b) - s]
@@ -134,15 +156,19 @@ def _diff(a: Sequence[Any], b: Sequence[Any], a_off: int, b_off: int, levels: li
         return []
     if not a_mid or not b_mid:
         return [(a_off, a_off + len(a_mid), b_off, b_off + len(b_mid))]
-    if len(a_mid) * len(b_mid) <= DIRECT_LIMIT or not levels:
+    if len(a_mid) * len(b_mid) <= direct:
         return _direct(a_mid, b_mid, a_off, b_off)
+    if not levels:
+        if len(a_mid) * len(b_mid) <= HARD_LIMIT:
+            return _direct(a_mid, b_mid, a_off, b_off)
+        return [(a_off, a_off + len(a_mid), b_off, b_off + len(b_mid))]  # a rewrite: one region
     split, rest = levels[0], levels[1:]
     ca, cb = split(a_mid), split(b_mid)
     if len(ca) <= 1 and len(cb) <= 1:
         return _diff(a_mid, b_mid, a_off, b_off, rest)
     pa = list(accumulate(map(len, ca), initial=0))
     pb = list(accumulate(map(len, cb), initial=0))
-    coarse = _diff(ca, cb, 0, 0, [_chunker(32)])  # chunk lists: content-defined super-chunks if long
+    coarse = _diff(ca, cb, 0, 0, [_cdc(32, 128)])  # chunk lists: content-defined super-chunks if long
     out: list[Region] = []
     for i0, i1, j0, j1 in coarse:
         x0, x1, y0, y1 = pa[i0], pa[i1], pb[j0], pb[j1]
@@ -151,8 +177,8 @@ def _diff(a: Sequence[Any], b: Sequence[Any], a_off: int, b_off: int, levels: li
 
 
 def diff_text(a: str, b: str) -> list[Region]:
-    """Changed regions between two strings (char offsets): lines, then words, then ~8-char chunks, chars."""
-    return _diff(a, b, 0, 0, [_split_lines, _split_words, _split_pairs])
+    """Changed regions between two strings (char offsets): lines, words, ~8-character chunks, characters."""
+    return _diff(a, b, 0, 0, [_split_lines, _split_words, _cdc(8, 32)])
 
 
 def char_to_byte_regions(a: str, b: str, regions: list[Region]) -> list[Region]:
@@ -187,7 +213,8 @@ def char_to_byte_regions(a: str, b: str, regions: list[Region]) -> list[Region]:
 
 def diff_ids(a: Sequence[int], b: Sequence[int]) -> list[Region]:
     """Changed regions between two id lists: content-defined chunks of ~64, then ~8, then ids."""
-    return _diff(list(a), list(b), 0, 0, [_chunker(64), _chunker(8)])
+    # A true LCS up to ~4k x 4k differing ids (a few ms); chunked beyond (repetitive runs align worse).
+    return _diff(list(a), list(b), 0, 0, [_cdc(64, 256), _cdc(8, 32)], direct=16_000_000)
 
 
 def _bytes_affixes(a: bytes, b: bytes) -> tuple[int, int]:
