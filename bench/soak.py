@@ -67,11 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_service:
         from tests.reliability.service_harness import run_crash_recovery
 
-        for spool in (True, False):
-            rows, good = run_crash_recovery(tok, traces=args.service_traces, spool=spool)
+        for spool, protocol in ((True, "http"), (True, "grpc"), (False, "http")):
+            rows, good = run_crash_recovery(tok, traces=args.service_traces, spool=spool, protocol=protocol)
             if spool:
                 ok &= good
-            mode = "serve --spool" if spool else "serve without --spool (what a crash loses)"
+            mode = f"serve --spool, OTLP/{protocol}" if spool else "serve without --spool (what a crash loses)"
             title = f"{mode}: SIGKILL mid-stream, restart ({args.service_traces} traces)"
             sections.append(h.format_table(rows, title))
             print("\n" + sections[-1], flush=True)

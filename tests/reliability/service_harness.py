@@ -65,11 +65,33 @@ class Serve:
         return "\n".join(self.stderr[-60:])
 
 
-def start_serve(output: Path, tokenizer_dir: Path | None, *args: str, http: str = "127.0.0.1:0",
-                grpc: str = "", env: dict | None = None, timeout: float = 120.0) -> Serve:
+def start_serve(
+    output: Path,
+    tokenizer_dir: Path | None,
+    *args: str,
+    http: str = "127.0.0.1:0",
+    grpc: str = "",
+    env: dict | None = None,
+    timeout: float = 120.0,
+) -> Serve:
     """Spawn ``serve`` and wait for its ready line (which comes after any spool replay)."""
-    cmd = [sys.executable, "-m", "otel_tokenfix.cli.main", "serve", "-o", str(output), "--http", http,
-           "--grpc", grpc, "--stats-interval", "0", "--log-level", "warning", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "otel_tokenfix.cli.main",
+        "serve",
+        "-o",
+        str(output),
+        "--http",
+        http,
+        "--grpc",
+        grpc,
+        "--stats-interval",
+        "0",
+        "--log-level",
+        "warning",
+        *args,
+    ]
     if tokenizer_dir is not None:
         cmd += ["--tokenizer", f"{MODEL}={tokenizer_dir}"]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
@@ -137,7 +159,7 @@ class Sender:
     """Posts requests like an OTLP exporter: retries on connection errors, timeouts, 429/5xx until
     acknowledged. Several threads, so a SIGKILL lands with requests in flight."""
 
-    url: str
+    url: str  # http://HOST:PORT/v1/traces, or grpc://HOST:PORT
     bodies: list[bytes]
     threads: int = 4
     pace: float = 0.0  # seconds each sender thread waits between requests (a stream, not a burst)
@@ -166,20 +188,47 @@ class Sender:
             with self.lock:
                 url = self.url
                 self.attempts += 1
-            try:
-                r = client.post(url, content=self.bodies[i], headers=self.headers, timeout=30)
-                if r.status_code == 200:
-                    with self.lock:
-                        self.acked.add(i)
+            if url.startswith("grpc://"):
+                if self._post_grpc(url[7:], i):
                     return
-                if r.status_code not in (429, 502, 503, 504):
-                    raise AssertionError(f"request {i} rejected: {r.status_code} {r.text[:200]}")
-            except Exception as exc:  # connection refused/reset while the service is down: retry
-                if isinstance(exc, AssertionError):
-                    raise
+            else:
+                try:
+                    r = client.post(url, content=self.bodies[i], headers=self.headers, timeout=30)
+                    if r.status_code == 200:
+                        with self.lock:
+                            self.acked.add(i)
+                        return
+                    if r.status_code not in (429, 502, 503, 504):
+                        raise AssertionError(f"request {i} rejected: {r.status_code} {r.text[:200]}")
+                except Exception as exc:  # connection refused/reset while the service is down: retry
+                    if isinstance(exc, AssertionError):
+                        raise
             with self.lock:
                 self.retries += 1
             time.sleep(0.05)
+
+    def _post_grpc(self, target: str, i: int) -> bool:
+        """One OTLP/gRPC Export; a fresh channel per attempt (no reconnect backoff after a restart)."""
+        import grpc
+
+        retryable = (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.CANCELLED,
+            grpc.StatusCode.ABORTED,
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+        )
+        with grpc.insecure_channel(target) as channel:
+            export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            try:
+                export(self.bodies[i], timeout=30)
+            except grpc.RpcError as err:
+                if err.code() not in retryable:
+                    raise AssertionError(f"request {i} rejected: {err.code()} {err.details()}") from None
+                return False
+        with self.lock:
+            self.acked.add(i)
+        return True
 
     def start(self) -> None:
         import httpx
@@ -229,9 +278,17 @@ def expected_keys(ledger: Ledger) -> set[tuple[str, str]]:
     return {(format(e.trace_id, "032x"), format(e.span_id, "016x")) for e in ledger.llm.values()}
 
 
-def run_crash_recovery(tokenizer: Any, *, traces: int = 600, tokenizer_dir: Path | None = None,
-                       workdir: Path | None = None, spool: bool = True, kill_after: float = 0.4,
-                       seed: int = 21) -> tuple[list[tuple[str, str]], bool]:
+def run_crash_recovery(
+    tokenizer: Any,
+    *,
+    traces: int = 600,
+    tokenizer_dir: Path | None = None,
+    workdir: Path | None = None,
+    spool: bool = True,
+    kill_after: float = 0.4,
+    seed: int = 21,
+    protocol: str = "http",
+) -> tuple[list[tuple[str, str]], bool]:
     """Send a workload to ``serve --spool``; SIGKILL it once ``kill_after`` of the requests are
     acknowledged (others in flight), restart it on the same spool and output while the sender keeps
     retrying, then SIGTERM. Every LLM span must have exactly one triplet, and each must pass the
@@ -246,11 +303,13 @@ def run_crash_recovery(tokenizer: Any, *, traces: int = 600, tokenizer_dir: Path
     spool_dir = tmp / "spool"
     cfg = Workload(threads=8, spans=traces * 8, seed=seed, p_llm_root=0.0)
     bodies, ledger = workload_requests(tokenizer, cfg, spans_per_request=20)
-    port = free_port()
+    port, gport = free_port(), free_port()
     args = ["--root-grace", "0.5"] + (["--spool", str(spool_dir)] if spool else [])
-    serve = start_serve(out, tokenizer_dir, *args, http=f"127.0.0.1:{port}")
+    addr = {"http": f"127.0.0.1:{port}", "grpc": f"127.0.0.1:{gport}"}
+    serve = start_serve(out, tokenizer_dir, *args, **addr)
     cold_start_s = serve.ready_s
-    sender = Sender(f"{serve.http}/v1/traces", bodies, pace=0.05)
+    url = f"grpc://{serve.grpc}" if protocol == "grpc" else f"{serve.http}/v1/traces"
+    sender = Sender(url, bodies, pace=0.05)
     t_start = time.monotonic()
     sender.start()
     target = int(len(bodies) * kill_after)
@@ -266,7 +325,7 @@ def run_crash_recovery(tokenizer: Any, *, traces: int = 600, tokenizer_dir: Path
     t_kill = time.monotonic()
     acked_at_kill = len(sender.acked)
     lines_at_kill = len(read_triplets(out))
-    serve = start_serve(out, tokenizer_dir, *args, http=f"127.0.0.1:{port}")
+    serve = start_serve(out, tokenizer_dir, *args, **addr)
     recovery_s = time.monotonic() - t_kill
     sender.join()
     rc = serve.stop()
@@ -281,7 +340,7 @@ def run_crash_recovery(tokenizer: Any, *, traces: int = 600, tokenizer_dir: Path
     ok = rc == 0 and not missing and not dups and not unexpected and check.wrong == 0 and lines_at_kill > 0
     mode = "with --spool" if spool else "without --spool"
     rows = [
-        (f"requests sent ({mode})", f"{len(bodies)} ({sum(len(b) for b in bodies) / 2**20:.1f} MiB)"),
+        (f"OTLP/{protocol} requests sent ({mode})", f"{len(bodies)} ({sum(len(b) for b in bodies) / 2**20:.1f} MiB)"),
         ("spans / LLM spans sent", f"{len(ledger.ended)} / {len(ledger.llm)}"),
         ("acknowledged before SIGKILL / in flight at SIGKILL", f"{acked_at_kill} / {in_flight}"),
         ("triplet lines on disk at SIGKILL", f"{lines_at_kill}"),

@@ -16,8 +16,9 @@ def qwen_dir(qwen, tmp_path_factory):
     return path
 
 
-def test_sigkill_mid_stream_then_restart_gives_every_triplet_exactly_once(qwen, qwen_dir, tmp_path):
-    rows, ok = run_crash_recovery(qwen, traces=300, tokenizer_dir=qwen_dir, workdir=tmp_path)
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sigkill_mid_stream_then_restart_gives_every_triplet_exactly_once(qwen, qwen_dir, tmp_path, protocol):
+    rows, ok = run_crash_recovery(qwen, traces=300, tokenizer_dir=qwen_dir, workdir=tmp_path, protocol=protocol)
     print("\n" + format_table(rows))
     figures = dict(rows)
     assert figures["missing / duplicated / unexpected triplets"] == "0 / 0 / 0", figures
