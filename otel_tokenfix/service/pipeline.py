@@ -101,6 +101,8 @@ class PipelineOptions:
     #: released spans waiting for correction before intake pushes back (UNAVAILABLE / 503, sender retries)
     max_queued_spans: int = 200_000
     backpressure_timeout: float = 30.0
+    #: forwarded LLM spans without edits get ``tokenfix.status=unchanged`` (as the SDK processor's default)
+    mark_unchanged: bool = True
 
 
 class Pipeline:
@@ -338,7 +340,8 @@ class Pipeline:
 
     def _records(self, release: Release) -> tuple[list[TripletRecord], Any]:
         spans = release.all_spans
-        tc = correct_release(release, self.tokenizers, conventions=self.conventions)
+        tc = correct_release(release, self.tokenizers, conventions=self.conventions,
+                             mark_unchanged=self.options.mark_unchanged and self.forwarder is not None)
         records: list[TripletRecord] = []
         if tc.calls:  # records are per LLM call: a trace without one has none (skip reading its rewards)
             records = build_triplets(tc, spans, self.options.triplets, complete=release.complete,

@@ -150,3 +150,32 @@ def test_loadbalancing_collector_routes_traces_to_two_serves(collector_bin, qwen
     assert same(got, expected)
     # each instance saw whole traces: every trace's spans are on the instance holding its LLM spans
     assert sum(1 for r in got if r["metadata"]["status"] == "corrected") == 2 * n
+
+
+def test_serve_forwards_corrected_spans_to_offline_file_collector(collector_bin, qwen, qwen_dir, tmp_path):
+    """serve --forward -> a Collector with offline-file.yaml: the file holds the corrected spans (tokenfix.*
+    attributes, corrected ids under the original key), and convert reads them back to the same triplets."""
+    spans_file = tmp_path / "forwarded.jsonl"
+    sink_col = start_collector(collector_bin, "offline-file.yaml", {"OTELCOL_SPANS_FILE": str(spans_file)})
+    serve = start_serve(tmp_path / "serve.jsonl", qwen_dir, "--root-grace", "0",
+                        "--forward", f"grpc://{sink_col.grpc}")
+    try:
+        runs, expected, sent = run_agents(qwen, GrpcExporter(endpoint=serve.grpc, insecure=True), 3)
+        serve.wait_for(lambda: serve.health()["forward"]["forwarded_spans"] == sent, what="spans forwarded")
+        assert serve.stop() == 0, serve.stderr_text()
+    finally:
+        assert sink_col.stop() == 0, sink_col.text()
+    got = serve.records()
+    assert same(got, expected)
+    spans = [s for line in spans_file.read_text().splitlines() for rs in json.loads(line)["resourceSpans"]
+             for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert len(spans) == sent
+    status = {}
+    for s in spans:
+        attrs = {a["key"]: a["value"] for a in s.get("attributes", [])}
+        if "tokenfix.status" in attrs:
+            status[s["spanId"]] = attrs["tokenfix.status"]["stringValue"]
+    assert sorted(status.values()) == ["corrected"] * 6 + ["unchanged"] * 3  # every LLM span is marked
+    assert "debug" in sink_col.text() or "Traces" in sink_col.text()  # the debug exporter logged batches
+    converted = convert(spans_file, tmp_path / "conv.jsonl", qwen_dir)
+    assert same(converted, got)
