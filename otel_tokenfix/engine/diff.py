@@ -9,6 +9,7 @@ the chunks that differ. Result: the list of changed regions, ``(a0, a1, b0, b1)`
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import Any
@@ -97,6 +98,16 @@ _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 
 
+def _stable_hash(x: Any) -> int:
+    """A hash that does not change between processes (``hash(str)`` is salted per process, which would make
+    chunk boundaries, and so corrections, differ from run to run)."""
+    if isinstance(x, str):
+        return zlib.crc32(x.encode("utf-8", "surrogatepass"))
+    if isinstance(x, tuple) and x and not isinstance(x[0], int):
+        return zlib.crc32("\x00".join(x).encode("utf-8", "surrogatepass"))
+    return hash(x) & 0xFFFFFFFFFFFFFFFF  # ints and tuples of ints hash deterministically
+
+
 def _keys(seq: Sequence[Any]) -> np.ndarray:
     """A well-mixed 64-bit key per item (per character pair for text), vectorised."""
     if isinstance(seq, str):
@@ -107,7 +118,7 @@ def _keys(seq: Sequence[Any]) -> np.ndarray:
     elif isinstance(seq[0], int):
         k = np.asarray(seq, dtype=np.int64).astype(np.uint64) * _M1
     else:
-        k = np.fromiter((hash(x) for x in seq), dtype=np.int64, count=len(seq)).astype(np.uint64) * _M1
+        k = np.fromiter(map(_stable_hash, seq), dtype=np.uint64, count=len(seq)) * _M1
     k ^= k >> np.uint64(31)
     k *= _M2
     k ^= k >> np.uint64(29)

@@ -122,3 +122,29 @@ def test_chain_undo_returns_to_original(mistral_spm):
     assert decode(tok, c.token_ids) == "The quick brown fox."
     assert c.edits == 2 and c.token_ids == ids
     assert c.removed == 0 and c.provenance == ["sampled"] * len(ids)  # the undo restores the origin
+
+
+def test_diff_is_deterministic_across_processes():
+    """Chunk boundaries must not depend on Python's per-process string hash salt."""
+    import subprocess
+    import sys
+
+    code = (
+        "import random\n"
+        "from otel_tokenfix.engine.diff import diff_text\n"
+        "rng = random.Random(4)\n"
+        "lines = [' '.join(rng.choice(['alpha', 'beta', 'gamma', 'delta']) for _ in range(6)) for _ in range(4000)]\n"
+        "a = '\\n'.join(lines)\n"
+        "for k in range(0, 4000, 400):\n"
+        "    lines[k + 7] = lines[k + 7].replace('beta', 'BETA', 1) + ' gamma'\n"
+        "print(diff_text(a, '\\n'.join(lines)))\n"
+        "from otel_tokenfix.engine.diff import _cdc\n"
+        "print([len(c) for c in _cdc(32, 128)(lines)])\n"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": seed}
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outs) == 1 and outs.pop().count("(") >= 10  # same regions and same chunk boundaries
