@@ -65,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + sections[-1], flush=True)
 
     if not args.skip_service:
-        from tests.reliability.service_harness import run_crash_recovery
+        from tests.reliability.service_harness import run_crash_recovery, run_service_soak
+
+        n = args.spans // 4
+        rows, good = run_service_soak(tok, spans=n)
+        ok &= good
+        sections.append(h.format_table(rows, f"serve --forward: {n} spans from 6 senders, graceful stop"))
+        print("\n" + sections[-1], flush=True)
 
         for spool, protocol in ((True, "http"), (True, "grpc"), (False, "http")):
             rows, good = run_crash_recovery(tok, traces=args.service_traces, spool=spool, protocol=protocol)

@@ -19,10 +19,28 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .harness import MODEL, Expect, Ledger, Sampler, Workload, differential_check, run_agents
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from otel_tokenfix.otlp.decode import attributes
+
+from .harness import (
+    MODEL,
+    Expect,
+    Ledger,
+    Sampler,
+    Workload,
+    _project,
+    account,
+    differential_check,
+    run_agents,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 READY = "otel-tokenfix serve ready"
@@ -353,6 +371,112 @@ def run_crash_recovery(
         ("exit code after SIGTERM", f"{rc}"),
         ("spool bytes left after the clean stop", f"{spool_left}"),
     ]
+    return rows, ok
+
+
+class NextHop:
+    """A minimal OTLP/HTTP receiver standing in for the user's backend: counts every span by id."""
+
+    def __init__(self) -> None:
+        hop = self
+        self.lock = threading.Lock()
+        self.received: Counter[tuple[int, int]] = Counter()
+        self.spans: dict[int, dict] = {}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                req = ExportTraceServiceRequest.FromString(body)
+                with hop.lock:
+                    for rs in req.resource_spans:
+                        for ss in rs.scope_spans:
+                            for sp in ss.spans:
+                                key = (int.from_bytes(sp.trace_id, "big"), int.from_bytes(sp.span_id, "big"))
+                                hop.received[key] += 1
+                                attrs = attributes(sp.attributes)
+                                if "tokenfix.status" in attrs:
+                                    hop.spans[key[1]] = _project(attrs)
+                out = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def run_service_soak(
+    tokenizer: Any,
+    *,
+    spans: int = 10_000,
+    tokenizer_dir: Path | None = None,
+    workdir: Path | None = None,
+    seed: int = 29,
+) -> tuple[list[tuple[str, str]], bool]:
+    """Workload -> 6 concurrent OTLP/HTTP senders -> ``serve --forward`` -> a counting next hop; then
+    SIGTERM. Every span forwarded once, every LLM span one triplet, both pass the differential check."""
+    import tempfile
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="tokenfix-service-soak-"))
+    if tokenizer_dir is None:
+        tokenizer_dir = tmp / "tokenizer"
+        tokenizer.save_pretrained(tokenizer_dir)
+    bodies, ledger = workload_requests(tokenizer, Workload(threads=8, spans=spans, seed=seed), spans_per_request=25)
+    hop = NextHop()
+    out = tmp / "triplets.jsonl"
+    serve = start_serve(out, tokenizer_dir, "--root-grace", "0.5", "--forward", hop.url)
+    t0 = time.monotonic()
+    try:
+        sender = Sender(f"{serve.http}/v1/traces", bodies, threads=6)
+        sender.start()
+        sender.join()
+        rc = serve.stop()
+    finally:
+        hop.close()
+    seconds = time.monotonic() - t0
+    acc = account(ledger.ended, hop.received)
+    records = read_triplets(out)
+    got = Counter((r["trace_id"], r["span_id"]) for r in records)
+    want = expected_keys(ledger)
+    fwd_check = differential_check(tokenizer, ledger.llm, hop.spans)
+    trip_check = differential_check(tokenizer, ledger.llm, triplet_view(records))
+    edited = sum(1 for e in ledger.llm.values() if e.edits)
+    rows = [
+        ("requests / spans / LLM spans sent", f"{len(bodies)} / {len(ledger.ended)} / {len(ledger.llm)}"),
+        ("spans forwarded to the next hop", f"{acc.received}"),
+        (
+            "forwarded: missing / duplicated / unexpected",
+            f"{len(acc.missing)} / {len(acc.duplicated)} / {len(acc.unexpected)}",
+        ),
+        ("triplets: expected / written / duplicated", f"{len(want)} / {len(got)} / {sum(n > 1 for n in got.values())}"),
+        ("forwarded LLM spans checked / wrong", f"{fwd_check.checked} / {fwd_check.wrong}"),
+        (
+            "triplets checked / wrong / edited but not corrected",
+            f"{trip_check.checked} / {trip_check.wrong} / {len(trip_check.not_corrected)}",
+        ),
+        ("wall time (send + graceful stop)", f"{seconds:.1f} s"),
+        ("exit code after SIGTERM", f"{rc}"),
+    ]
+    ok = (
+        rc == 0
+        and acc.exact
+        and set(got) == want
+        and set(got.values()) == {1}
+        and fwd_check.checked >= edited
+        and fwd_check.wrong == 0
+        and not fwd_check.not_corrected
+        and trip_check.wrong == 0
+        and not trip_check.not_corrected
+    )
     return rows, ok
 
 
