@@ -68,28 +68,45 @@ def _encode(kind: int, seq: int, payload: bytes) -> bytes:
     return _HEADER.pack(MAGIC, kind, seq, len(payload), crc) + payload
 
 
-def _scan(data: bytes) -> tuple[list[tuple[int, int, bytes]], int, int]:
-    """Parse records from ``data``: (records, offset of the first unusable byte, corrupt count).
+def _parse_at(data: bytes, offset: int) -> tuple[int, int, bytes, int] | None:
+    """The record at ``offset`` as (kind, seq, payload, end), or None if it is not a whole valid one."""
+    if offset + _HEADER.size > len(data):
+        return None
+    magic, kind, seq, length, crc = _HEADER.unpack_from(data, offset)
+    end = offset + _HEADER.size + length
+    if magic != MAGIC or kind not in (REQUEST, COMMIT) or length > MAX_RECORD or end > len(data):
+        return None
+    payload = bytes(data[offset + _HEADER.size : end])
+    if zlib.crc32(payload, zlib.crc32(struct.pack(">BQI", kind, seq, length))) != crc:
+        return None
+    return kind, seq, payload, end
 
-    A record with a bad checksum but a plausible header is skipped (counted); anything else that does
-    not parse ends the scan — the rest is a torn tail.
+
+def _scan(data: bytes) -> tuple[list[tuple[int, int, bytes]], int, int]:
+    """Parse records from ``data``: (records, end of the last valid record, corrupt regions skipped).
+
+    Where a record does not parse (a flipped bit, a damaged length), the scan resynchronises on the next
+    position that holds a whole record with a valid checksum, so one damaged record never hides the
+    acknowledged records after it. What follows the last valid record is a torn tail.
     """
     records: list[tuple[int, int, bytes]] = []
-    offset = corrupt = 0
+    offset = good_end = corrupt = 0
     size = len(data)
     while offset + _HEADER.size <= size:
-        magic, kind, seq, length, crc = _HEADER.unpack_from(data, offset)
-        end = offset + _HEADER.size + length
-        if magic != MAGIC or kind not in (REQUEST, COMMIT) or length > MAX_RECORD or end > size:
-            break
-        payload = bytes(data[offset + _HEADER.size : end])
-        head = struct.pack(">BQI", kind, seq, length)
-        if zlib.crc32(payload, zlib.crc32(head)) != crc:
+        rec = _parse_at(data, offset)
+        if rec is None:
+            nxt = data.find(MAGIC, offset + 1)
+            while nxt != -1 and _parse_at(data, nxt) is None:
+                nxt = data.find(MAGIC, nxt + 1)
+            if nxt == -1:
+                break
             corrupt += 1
-        else:
-            records.append((kind, seq, payload))
-        offset = end
-    return records, offset, corrupt
+            offset = nxt
+            continue
+        kind, seq, payload, end = rec
+        records.append((kind, seq, payload))
+        offset = good_end = end
+    return records, good_end, corrupt
 
 
 class Spool:
@@ -191,11 +208,7 @@ class Spool:
         """Write one request durably; returns its sequence number. Raises SpoolError if it cannot."""
         with self._lock:
             seq = self._next_seq
-            try:
-                self._fh.write(_encode(REQUEST, seq, payload))
-                self._sync(self._fh)
-            except (OSError, ValueError) as exc:
-                raise SpoolError(f"spool append failed: {exc}") from exc
+            self._write_locked(_encode(REQUEST, seq, payload), sync=True)
             self._next_seq += 1
             self._segments[-1].requests.add(seq)
             self.stats.appended += 1
@@ -211,14 +224,32 @@ class Spool:
             new = [s for s in todo if s not in self._committed]
             if not new:
                 return
-            try:
-                self._fh.write(b"".join(_encode(COMMIT, s, b"") for s in new))
-                self._fh.flush()
-            except (OSError, ValueError) as exc:
-                raise SpoolError(f"spool commit failed: {exc}") from exc
+            self._write_locked(b"".join(_encode(COMMIT, s, b"") for s in new), sync=False)
             self._committed.update(new)
             self.stats.committed += len(new)
             self._compact_locked()
+
+    def _write_locked(self, data: bytes, *, sync: bool) -> None:
+        """Append ``data``; on failure (disk full, file too large) cut the file back to where it was, so
+        a half-written record never sits in front of later ones. Raises SpoolError."""
+        start = self._fh.tell()
+        try:
+            self._fh.write(data)
+            if sync:
+                self._sync(self._fh)
+            else:
+                self._fh.flush()
+        except (OSError, ValueError) as exc:
+            path = self._segments[-1].path
+            try:
+                self._fh.close()
+            except (OSError, ValueError):
+                pass
+            try:
+                os.truncate(path, start)
+            finally:
+                self._fh = open(path, "ab")
+            raise SpoolError(f"spool write failed: {exc}") from exc
 
     def uncommitted(self) -> int:
         """How many requests on disk still wait for their commit marker."""

@@ -70,6 +70,65 @@ def test_flipped_byte_is_detected_by_checksum(tmp_path):
         assert [p for _, p in sp.pending()] == [b"one", b"three"]
 
 
+def test_a_damaged_length_does_not_hide_the_records_after_it(tmp_path):
+    """Resynchronisation on the next valid record: one damaged header must not lose later requests."""
+    with Spool(tmp_path) as sp:
+        for x in (b"first", b"second-record", b"third", b"fourth"):
+            sp.append(x)
+    seg = tmp_path / segments(tmp_path)[-1]
+    data = bytearray(seg.read_bytes())
+    idx = data.index(b"second-record") - 8  # the length field of record 2
+    data[idx : idx + 4] = (10**6).to_bytes(4, "big")
+    seg.write_bytes(bytes(data))
+    with Spool(tmp_path) as sp:
+        assert [p for _, p in sp.pending()] == [b"first", b"third", b"fourth"]
+        assert sp.stats.corrupt_records == 1
+        assert sp.append(b"fifth") == 5
+    with Spool(tmp_path) as sp:
+        assert [p for _, p in sp.pending()] == [b"first", b"third", b"fourth", b"fifth"]
+
+
+DISK_FULL_CHILD = textwrap.dedent(
+    """
+    import resource, signal, sys
+    from otel_tokenfix.service.spool import Spool, SpoolError
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+    sp = Spool(sys.argv[1])
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))  # the 'disk' fills up
+    failed = 0
+    for i in range(60):
+        try:
+            seq = sp.append(b"r%d-" % i + bytes(700))
+            print("ack", seq, i, flush=True)
+        except SpoolError:
+            failed += 1
+            print("fail", i, flush=True)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+    for i in range(60, 70):
+        print("ack", sp.append(b"r%d-" % i + bytes(700)), i, flush=True)
+    """
+)
+
+
+def test_a_failed_append_leaves_no_half_record_in_front_of_later_ones(tmp_path):
+    """A real write failure (file size limit, as on a full disk): the failed requests were never
+    acknowledged, and every acknowledged one before and after is recovered."""
+    out = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_CHILD, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    acked = {
+        int(seq): int(i) for kind, seq, i in (ln.split() for ln in out.stdout.splitlines() if ln.startswith("ack"))
+    }
+    assert any(ln.startswith("fail") for ln in out.stdout.splitlines())
+    with Spool(tmp_path) as sp:
+        pending = dict(sp.pending())
+    assert set(pending) == set(acked)
+    for seq, i in acked.items():
+        assert pending[seq] == b"r%d-" % i + bytes(700)
+
+
 def test_compaction_deletes_only_fully_committed_segments(tmp_path):
     with Spool(tmp_path, segment_bytes=100) as sp:
         seqs = [sp.append(bytes(100)) for _ in range(6)]  # ~one record per segment
