@@ -8,10 +8,17 @@ LLM spans until their trace's local root ends (:class:`TraceAssembly`), applies 
 Threading: one lock guards the assembly only; corrections and every downstream call run outside it, so
 a slow tokenizer in one trace does not stall ``on_end`` of another. Nothing here raises into user code:
 failures become counters, log lines and ``tokenfix.status=error`` on the span.
+
+Hot paths (``on_end`` runs on the application's thread for every span): a span with no events and no
+response-ids key passes without the lock (a local root takes it only when something is held); an LLM
+span without events is held as it is, in the assembly's express lane (no SpanView, no parsing); a trace
+released without any edit event goes out untouched. SpanViews are built, ids parsed and copies made only
+for traces that have edits.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -25,10 +32,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor
 
 from ..trace import conventions as cv
-from ..trace.assembly import EARLY_REASONS, REASON_FLUSH, REASON_SHUTDOWN, Release, TraceAssembly
+from ..trace.assembly import EARLY_REASONS, REASON_FLUSH, REASON_SHUTDOWN, Release, TraceAssembly, ids_weight
 from ..trace.conventions import Conventions
 from ..trace.corrector import as_lookup, correct_release
-from .spans import corrected_copy, to_view
+from .spans import corrected_copy, plain_attributes, to_view
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +70,24 @@ class TokenFixSpanProcessor(SpanProcessor):
             after its last span, for its edits (no root will end it).
         timer_interval: seconds between background checks of timeouts (``None``: check only in
             ``on_end`` / ``force_flush``).
-        mark_unchanged: put ``tokenfix.status=unchanged`` on (a copy of) LLM spans without edits (default):
-            every LLM span leaving the processor then says it was processed, so a triplet exporter or the
-            OTLP service downstream never applies an edit a second time or to the wrong call (spans of one
-            trace can reach them in any order).
+        mark_unchanged: in a trace that has edits, put ``tokenfix.status=unchanged`` on (a copy of) each LLM
+            span without an edit of its own (default), so a triplet exporter or the OTLP service downstream
+            never applies an edit a second time or to the wrong call (spans of one trace can reach them in
+            any order). A trace without any edit event always goes out untouched (the same span objects):
+            no exporter can misapply an edit it never sees.
         warm_up: load the configured tokenizers and build the engine's tables on a background thread now,
             so the first edited trace of each model does not pay ~1-2 s on the application's thread.
         meter_provider: if given, the counters are also exported as OTel metrics.
     """
+
+    @property
+    def downstream(self) -> SpanProcessor:
+        return self._downstream
+
+    @downstream.setter
+    def downstream(self, processor: SpanProcessor) -> None:
+        self._downstream = processor
+        self._downstream_on_end = processor.on_end  # bound once: the hot path calls it for every span
 
     def __init__(
         self,
@@ -95,7 +112,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         self.conventions = _with_sdk_limits(conventions or cv.DEFAULT_CONVENTIONS)
         self._lookup = as_lookup(tokenizers, default_tokenizer)
         self._mark_unchanged = mark_unchanged
-        self._assembly = TraceAssembly(
+        self._assembly = assembly = TraceAssembly(
             conventions=self.conventions,
             max_traces=max_traces,
             max_spans=max_spans,
@@ -106,9 +123,15 @@ class TokenFixSpanProcessor(SpanProcessor):
             clock=clock,
         )
         self._response_keys = self.conventions.response_key_set
+        self._root_ended_unlocked = assembly.root_ended_unlocked
         self._lock = threading.Lock()
         self._counters = {name: _ThreadCounter() for name in COUNTERS}
-        self._passed_counter = self._counters["passed"]
+        self._passed_fast = _FastCounter()  # spans passed on the hot path (added to "passed" in stats)
+        self._passed_tick = self._passed_fast.tick
+        self._held_fast = _FastCounter()  # spans held on the hot path (added to "held" in stats)
+        self._held_tick = self._held_fast.tick
+        self._plain_fast = _FastCounter()  # held spans forwarded untouched (added to "unchanged" and "forwarded")
+        self._response_id_keys = self.conventions.response_id_keys
         self._shutdown = False
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
@@ -147,40 +170,129 @@ class TokenFixSpanProcessor(SpanProcessor):
                 logger.exception("tokenfix: downstream _on_ending raised")
 
     def on_end(self, span: ReadableSpan) -> None:
+        # The hot paths read the SDK's own containers at C speed (the events deque, the attributes' inner
+        # dict) and touch as few objects as possible; any other ReadableSpan takes the general path.
+        try:
+            attrs = span._attributes._dict  # noqa: SLF001
+            evented = bool(span._events._dq)  # noqa: SLF001
+        except Exception:  # noqa: BLE001 - not the SDK's containers
+            evented = True
+        if evented:
+            self._on_end_general(span)
+            return
+        if not self._response_keys.isdisjoint(attrs):
+            self._hold_llm(span, attrs)  # an LLM span without events: held as it is
+            return
+        # neither an LLM span nor an edit carrier: it passes now
+        try:
+            parent = span._parent  # noqa: SLF001
+            # a local root (SpanContext is a tuple: [0] trace id, [2] is_remote) releases its trace's held
+            # spans first; lock-free when nothing at all is held
+            if (parent is None or parent[2]) and not self._root_ended_unlocked(span._context[0]):  # noqa: SLF001
+                self._plain_root(span)
+        except Exception:  # noqa: BLE001 - never raise into user code; the span still goes out
+            self._count("internal_errors")
+            logger.exception("tokenfix: handling a root span failed")
+        self._passed_tick()
+        try:
+            self._downstream_on_end(span)
+        except Exception:  # noqa: BLE001
+            self._count("downstream_errors")
+            logger.exception("tokenfix: downstream on_end raised")
+
+    def _plain_root(self, span: ReadableSpan) -> None:
+        """A local root that is neither held nor an edit carrier ended: release its trace's held spans
+        (before the root goes downstream: a trace-assembling exporter then sees the root last, as it
+        would without us). Called when ``root_ended_unlocked`` could not settle it without the lock."""
+        try:
+            if self._shutdown:
+                return
+            with self._lock:
+                releases = self._assembly.end_root(span.context.trace_id)
+            for release in releases:
+                self._process_one(release)
+        except Exception:  # noqa: BLE001 - never raise into user code; the root is forwarded by the caller
+            self._count("internal_errors")
+            logger.exception("tokenfix: releasing a trace at its root failed")
+
+    def _hold_llm(self, span: ReadableSpan, attrs: Mapping[str, Any]) -> None:
+        """An SDK-built LLM span without events: held as it is (ids are parsed at release, and only if
+        the trace has edits), with its weight and response id for bounds and routing."""
+        held = False
+        try:
+            ctx = span._context  # noqa: SLF001
+            if self._shutdown or ctx is None or not ctx[3] & 1:  # [3]: trace flags; bit 0: sampled
+                self._forward(span)
+                return
+            parent = span._parent  # noqa: SLF001
+            response_id = None
+            for key in self._response_id_keys:
+                value = attrs.get(key)
+                if value.__class__ is str and value:
+                    response_id = value
+                    break
+            weight = ids_weight(attrs, self.conventions)
+            with self._lock:
+                releases = self._assembly.add_held(ctx[0], ctx[1], span, parent is None or parent[2], weight,
+                                                   response_id)
+            held = True
+            self._held_tick()
+            for release in releases:
+                self._process_one(release)
+        except Exception:  # noqa: BLE001 - never raise into user code, never lose the span
+            self._count("internal_errors")
+            logger.exception("tokenfix: on_end failed; forwarding the span unchanged")
+            if not held:
+                self._forward(span)
+
+    def _on_end_general(self, span: ReadableSpan) -> None:
+        """LLM spans, edit carriers and spans not built by the SDK."""
         forwarded = False
         try:
-            attrs = span._attributes  # noqa: SLF001 - hot path: no property, no MappingProxy
-            if not span._events and (attrs is None or self._response_keys.isdisjoint(getattr(attrs, "_dict", attrs))):  # noqa: SLF001
-                # neither an LLM span nor an edit carrier: it passes now (the hot path builds no SpanView)
-                parent = span._parent  # noqa: SLF001
-                if (parent is None or parent.is_remote) and not self._shutdown:  # a local root
-                    with self._lock:
-                        releases = self._assembly.end_root(span.context.trace_id)
-                    if releases:  # held spans go first: a trace-assembling exporter downstream sees the
-                        self._process(releases)  # root last, as it would without us
-                forwarded = True
-                self._passed_counter.add()
-                try:
-                    self.downstream.on_end(span)
-                except Exception:  # noqa: BLE001
-                    self._count("downstream_errors")
-                    logger.exception("tokenfix: downstream on_end raised")
-                return
             ctx = span.context
             if self._shutdown or ctx is None or not ctx.trace_flags.sampled:
                 forwarded = True
                 self._forward(span)
                 return
+            attrs = plain_attributes(span)
+            if not span._events:  # noqa: SLF001
+                parent = span.parent
+                local_root = parent is None or parent.is_remote
+                if self._response_keys.isdisjoint(attrs):  # a plain span in non-SDK containers
+                    if local_root and not self._root_ended_unlocked(ctx.trace_id):
+                        self._plain_root(span)
+                    forwarded = True
+                    self._count("passed")
+                    self._forward(span)
+                    return
+                # an LLM span without events: held as it is; ids are parsed at release, only if edited
+                conv = self.conventions
+                response_id = None
+                for key in conv.response_id_keys:
+                    value = attrs.get(key)
+                    if isinstance(value, str) and value:
+                        response_id = value
+                        break
+                weight = ids_weight(attrs, conv)
+                with self._lock:
+                    releases = self._assembly.add_held(ctx.trace_id, ctx.span_id, span, local_root=local_root,
+                                                       weight=weight, response_id=response_id)
+                forwarded = True  # held: it leaves in a release
+                self._count("held")
+                if releases:
+                    self._process(releases)
+                return
             view = to_view(span)
             with self._lock:
                 late_before = self._assembly.late_edits
-                result = self._assembly.add(view)
+                result = self._assembly.add(view, item=span)
                 late = list(self._assembly.recent_late)[-(self._assembly.late_edits - late_before):] if (
                     self._assembly.late_edits != late_before) else ()
             for item in late:
                 logger.warning("tokenfix: late edit %s (target %s had already left: %s); not applied",
                                item.edit, item.target, item.released_because)
             if result.held:
+                forwarded = True
                 self._count("held")
                 self._process(result.releases)
             else:
@@ -236,6 +348,7 @@ class TokenFixSpanProcessor(SpanProcessor):
             conventions=a.conventions, max_traces=a.max_traces, max_spans=a.max_spans, max_ids=a.max_ids,
             hold_timeout=a.hold_timeout, root_grace=a.root_grace, late_grace=a.late_grace, clock=a.clock,
         )
+        self._root_ended_unlocked = self._assembly.root_ended_unlocked
         self._stop = threading.Event()
         self._start_timer()
 
@@ -244,6 +357,11 @@ class TokenFixSpanProcessor(SpanProcessor):
     def stats(self) -> dict[str, int]:
         """Counters (see ``COUNTERS``) plus what is held right now."""
         out = {name: counter.value() for name, counter in self._counters.items()}
+        out["passed"] += self._passed_fast.value()
+        out["held"] += self._held_fast.value()
+        plain = self._plain_fast.value()
+        out["unchanged"] += plain
+        out["forwarded"] += plain
         with self._lock:
             out["late_edits"] = self._assembly.late_edits
             out["routed_edits"] = self._assembly.routed_edits
@@ -283,24 +401,27 @@ class TokenFixSpanProcessor(SpanProcessor):
             self._process_one(release)
 
     def _process_one(self, release: Release) -> None:
-        overlays: Mapping[int, Mapping[str, Any]] = {}
-        if release.correct and not _has_edits(release):
-            # nothing can change: skip parsing ids (the common case, and the hot one)
-            self._count("unchanged", len(release.spans))
-            self._count("forwarded", len(release.spans))
-            for view in release.spans:
-                span = view.source
-                if self._mark_unchanged:
-                    try:
-                        span = corrected_copy(span, _UNCHANGED)
-                    except Exception:  # noqa: BLE001
-                        self._count("internal_errors")
-                        logger.exception("tokenfix: building the marked copy failed; forwarding the original")
-                self._forward(span)
+        spans = release.spans  # the raw ReadableSpans this processor held
+        if release.plain or (release.correct and not _has_edits(release)):
+            # no edit event anywhere in the trace: nothing can change and no exporter downstream can
+            # misapply one, so the spans go out as they came (no ids parsed, no copy, no mark)
+            tick = self._plain_fast.tick
+            downstream = self.downstream
+            for span in spans:
+                tick()
+                try:
+                    downstream.on_end(span)
+                except Exception:  # noqa: BLE001
+                    self._count("downstream_errors")
+                    logger.exception("tokenfix: downstream on_end raised")
             return
+        overlays: Mapping[int, Mapping[str, Any]] = {}
+        views: tuple[Any, ...] = ()
         try:
+            views = tuple(to_view(span) for span in spans)
             correction = correct_release(
-                release, self._lookup, conventions=self.conventions, mark_unchanged=self._mark_unchanged
+                replace(release, spans=views), self._lookup, conventions=self.conventions,
+                mark_unchanged=self._mark_unchanged,
             )
             overlays = correction.overlays
             counts = {
@@ -318,10 +439,9 @@ class TokenFixSpanProcessor(SpanProcessor):
             self._count("internal_errors")
             logger.exception("tokenfix: correcting trace %032x failed", release.trace_id)
         if release.reason in EARLY_REASONS:
-            self._count("released_early", len(release.spans))
-        for view in release.spans:
-            span = view.source
-            overlay = overlays.get(view.span_id)
+            self._count("released_early", len(spans))
+        for i, span in enumerate(spans):
+            overlay = overlays.get(views[i].span_id) if i < len(views) else None
             if overlay:
                 try:
                     span = corrected_copy(span, overlay)
@@ -383,15 +503,25 @@ def _with_sdk_limits(conventions: Conventions) -> Conventions:
     return replace(conventions, truncation_limit=limit)
 
 
-_UNCHANGED = {cv.STATUS: cv.STATUS_UNCHANGED}
-
-
 def _has_edits(release: Release) -> bool:
-    """Whether any span of the release carries an event (edits are events; reading them is the corrector's
-    job, this is only the cheap "certainly nothing to do" test)."""
-    return bool(release.foreign) or any(view.events for view in release.spans) or any(
-        view.events for view in release.context
+    """Whether the release may involve an edit: a held span with events, a remembered edit carrier of the
+    trace (context), a routed carrier (foreign) or an edit note. Reading the edits is the corrector's job;
+    this is only the cheap "certainly nothing to do" test (held LLM spans rarely carry events)."""
+    return bool(release.context or release.foreign or release.edit_notes) or any(
+        span._events for span in release.spans  # noqa: SLF001 - raw ReadableSpans (see on_end)
     )
+
+
+class _FastCounter:
+    """The hot path's counter: ``next`` on an ``itertools.count`` is one C call (atomic under the GIL),
+    about half the cost of a thread-local cell."""
+
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.tick = self._count.__next__
+
+    def value(self) -> int:
+        return int(repr(self._count)[len("count("):-1])  # how many ticks so far, without ticking
 
 
 class _ThreadCounter:

@@ -29,10 +29,13 @@ Every held span leaves in exactly one :class:`Release`.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 from . import conventions as cv
 from .conventions import Conventions, EditEvent
@@ -55,13 +58,20 @@ REASON_SHUTDOWN = "shutdown"
 EARLY_REASONS = (REASON_TIMEOUT, REASON_MAX_TRACES, REASON_MAX_SPANS, REASON_MAX_IDS)
 
 
-@dataclass(frozen=True)
+_NO_NOTES: Mapping[EditKey, str] = MappingProxyType({})
+
+
+@dataclass(slots=True)
 class Release:
-    """Spans leaving the assembly together, and what the corrector needs to know about them."""
+    """Spans leaving the assembly together, and what the corrector needs to know about them (read-only).
+
+    Not ``frozen``: one is built per released trace on the SDK processor's hot path, and a frozen
+    dataclass costs four times as much to build (``object.__setattr__`` per field)."""
 
     trace_id: int
-    #: held spans to forward now (each span is in exactly one release)
-    spans: tuple[SpanView, ...]
+    #: held spans to forward now (each span is in exactly one release): what was passed to :meth:`add` /
+    #: :meth:`add_held` as ``item`` (by default the SpanView itself)
+    spans: tuple[Any, ...]
     #: spans of this trace that already passed through, kept for their edit events
     context: tuple[SpanView, ...] = ()
     #: spans of *other* traces carrying edits whose explicit target is in this trace
@@ -73,9 +83,11 @@ class Release:
     correct: bool = True
     #: edits of this trace's spans that must not be applied here: ``routed`` elsewhere or ``late``
     edit_notes: Mapping[EditKey, str] = field(default_factory=dict)
+    #: no span of the release carries events and its trace had no edits (an express trace, see add_held)
+    plain: bool = False
 
     @property
-    def all_spans(self) -> tuple[SpanView, ...]:
+    def all_spans(self) -> tuple[Any, ...]:
         """What the corrector reads: held spans then context (foreign carriers go separately)."""
         return self.spans + self.context
 
@@ -97,20 +109,63 @@ class LateEdit:
     released_because: str
 
 
-class _Trace:
-    """One trace being held (a plain slots class: created once per trace on the hot path)."""
+_MISSING = object()
 
-    __slots__ = ("trace_id", "created", "held", "response_ids", "context", "foreign", "notes", "root_ended",
-                 "grace_until", "ids", "late")
+
+class _Memory:
+    """A bounded map of recent keys (released spans, ended roots): two generations of plain dicts.
+
+    Why not an LRU ``OrderedDict``: it is written once per released span on the hot path; a plain dict
+    store is cheaper than ``move_to_end`` + store + size check. It remembers between ``size`` and
+    ``2 * size`` of the most recent keys. ``cur[key] = value`` on :attr:`cur` is a single dict store, safe
+    without the caller's lock (see :meth:`TraceAssembly.root_ended_unlocked`); rotating is not."""
+
+    __slots__ = ("cur", "prev", "size")
+
+    def __init__(self, size: int) -> None:
+        self.cur: dict[Any, Any] = {}
+        self.prev: dict[Any, Any] = {}
+        self.size = max(1, int(size))
+
+    def set(self, key: Any, value: Any) -> None:
+        cur = self.cur
+        cur[key] = value
+        if len(cur) > self.size:
+            self.rotate()
+
+    def rotate(self) -> None:
+        self.prev = self.cur
+        self.cur = {}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = self.cur.get(key, _MISSING)
+        if value is _MISSING:
+            value = self.prev.get(key, default)
+        return value
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self.cur or key in self.prev
+
+    def __len__(self) -> int:
+        return len(self.cur) + len(self.prev)
+
+
+class _Trace:
+    """One trace being held (a plain slots class: created once per trace on the hot path; the containers
+    most traces never use start as shared empty tuples / mapping and become lists / a dict on first use)."""
+
+    __slots__ = ("trace_id", "created", "held", "span_ids", "response_ids", "context", "foreign", "notes",
+                 "root_ended", "grace_until", "ids", "late")
 
     def __init__(self, trace_id: int, created: float) -> None:
         self.trace_id = trace_id
         self.created = created
-        self.held: list[SpanView] = []
-        self.response_ids: list[str] = []
-        self.context: list[SpanView] = []
-        self.foreign: list[SpanView] = []
-        self.notes: dict[EditKey, str] = {}
+        self.held: list[Any] = []
+        self.span_ids: list[int] = []
+        self.response_ids: tuple[str, ...] | list[str] = ()
+        self.context: tuple[SpanView, ...] | list[SpanView] = ()
+        self.foreign: tuple[SpanView, ...] | list[SpanView] = ()
+        self.notes: Mapping[EditKey, str] = _NO_NOTES
         self.root_ended = False
         self.grace_until: float | None = None
         self.ids = 0
@@ -149,14 +204,20 @@ class TraceAssembly:
         self._memory = memory
         self._traces: OrderedDict[int, _Trace] = OrderedDict()
         self._grace: deque[tuple[float, int]] = deque()
+        #: no grace ends and no hold times out before this (``_expire`` is skipped until then)
+        self._next_due = float("inf")
         self._by_span: dict[int, int] = {}
         self._by_response: dict[str, int] = {}
-        self._released_spans: OrderedDict[int, str] = OrderedDict()
-        self._released_responses: OrderedDict[str, str] = OrderedDict()
-        self._released_traces: OrderedDict[int, str] = OrderedDict()
+        self._released_spans = _Memory(memory)
+        self._released_responses = _Memory(memory)
+        self._released_traces = _Memory(memory)
         #: traces whose local root already ended: a later part of one is not waited for (no root will end it)
-        self._ended_roots: OrderedDict[int, None] = OrderedDict()
+        self._ended_roots = _Memory(memory)
         self._late_part = False
+        #: the express lane (see add_held): trace id -> [created, ids, response ids, item, span id, item, ...]
+        self._express: dict[int, list[Any]] = {}
+        #: express releases (all complete) not yet written into the released-span memories: (trace, span ids, rids)
+        self._express_log: deque[tuple[int, list[int], list[str] | None]] = deque(maxlen=memory)
         self.held_spans = 0
         #: token ids held (prompt + response attributes, estimated by length): memory is bounded by ids
         self.held_ids = 0
@@ -169,15 +230,19 @@ class TraceAssembly:
     # --- public API --------------------------------------------------------------------------------
     @property
     def held_traces(self) -> int:
-        return sum(1 for t in self._traces.values() if t.held)
+        return sum(1 for t in self._traces.values() if t.held) + len(self._express)
 
     def __len__(self) -> int:
         return self.held_spans
 
-    def add(self, span: SpanView, now: float | None = None) -> AddResult:
-        """Take one ended span. Returns whether it is held and every release it (or time) caused."""
+    def add(self, span: SpanView, now: float | None = None, *, item: Any = None) -> AddResult:
+        """Take one ended span. Returns whether it is held and every release it (or time) caused.
+
+        ``item``: what a release hands back for this span if it is held (default: ``span`` itself)."""
         now = self.clock() if now is None else now
-        releases = self._expire(now) if (self._grace or self._traces) else []
+        releases = self._expire(now) if now >= self._next_due else []
+        if self._express or self._express_log:
+            self._settle()
         entry = self._traces.get(span.trace_id)
         if span.events:
             edits = cv.read_edits(span, self.conventions)
@@ -186,53 +251,105 @@ class TraceAssembly:
         held = bool(self._hold(span))
         if held:
             entry = entry or self._new_entry(span.trace_id, now)
-            entry.held.append(span)
-            self.held_spans += 1
-            weight = _ids_weight(span, self.conventions)
-            entry.ids += weight
-            self.held_ids += weight
-            self._by_span[span.span_id] = span.trace_id
-            response_id = cv.read_response_id(span, self.conventions)
-            if response_id:
-                self._by_response[response_id] = span.trace_id
-                entry.response_ids.append(response_id)
+            self._put(entry, span.span_id, span if item is None else item,
+                      ids_weight(span.attributes, self.conventions), cv.read_response_id(span, self.conventions))
         elif self._remember(span):
             entry = entry or self._new_entry(span.trace_id, now)
-            entry.context.append(span)
+            if not entry.context:
+                entry.context = []
+            entry.context.append(span)  # type: ignore[union-attr]
             self.context_spans += 1
-        if entry is not None and entry.late and not self._late_part:
-            if span.is_local_root:  # another local root of the trace (a second request): it ends the part
-                releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
-                entry = None
-            else:  # activity keeps a late part open: the grace slides
-                entry.grace_until = now + self.late_grace
-                self._grace.append((entry.grace_until, entry.trace_id))
-        if span.is_local_root:
-            self._remember_lru(self._ended_roots, span.trace_id, None)
-            if entry is not None and not entry.root_ended:
-                entry.root_ended = True
-                if held and self.root_grace > 0:
-                    entry.grace_until = now + self.root_grace
-                    self._grace.append((entry.grace_until, entry.trace_id))
-                else:
-                    releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
-        if self._late_part:  # a late part with no grace to wait: leaves now
-            self._late_part = False
-            releases.extend(self._expire(now))
-        releases.extend(self._enforce_bounds())
+        self._after_add(entry, span.trace_id, span.is_local_root, held, now, releases)
         return AddResult(held, releases)
+
+    def add_held(self, trace_id: int, span_id: int, item: Any, local_root: bool, weight: int,
+                 response_id: str | None = None, now: float | None = None) -> list[Release]:
+        """:meth:`add` for a span the edge already classified as held and carrying no events — the SDK
+        processor's hot path: it builds no SpanView for it (``item``, the raw span, is what the release
+        hands back). ``weight``: :func:`ids_weight` of its attributes. Returns the releases caused.
+
+        The common case (not a root, its trace neither held otherwise nor past its root) takes the *express
+        lane*: a trace id -> list entry with no index, no grace and no memory writes. Express traces count
+        against every bound and the hold timeout like any other; whenever something needs more (an edit
+        event arrives, a bound or timeout is hit, a flush) they are first *settled* into full entries, and
+        the memories of released spans are written then, so routing and late-edit detection see them."""
+        now = self.clock() if now is None else now
+        releases = self._expire(now) if now >= self._next_due else []
+        if not local_root and not self._late_part and trace_id not in self._traces:
+            express = self._express
+            e = express.get(trace_id)
+            if e is None:
+                # [created, ids, response ids or None, item, span id, item, span id, ...]: one list per trace
+                e = express[trace_id] = [now, weight, None, item, span_id]  # stored before reading the ended roots
+                ended = self._ended_roots
+                if trace_id in ended.cur or trace_id in ended.prev:  # a late part: the full path handles it
+                    del express[trace_id]
+                    e = None
+                elif now + self.hold_timeout < self._next_due:
+                    self._next_due = now + self.hold_timeout
+            else:
+                e[1] += weight
+                e += (item, span_id)
+            if e is not None:
+                if response_id:
+                    if e[2] is None:
+                        e[2] = []
+                    e[2].append(response_id)
+                self.held_spans += 1
+                self.held_ids += weight
+                if (self.held_spans + self.context_spans > self.max_spans or self.held_ids > self.max_ids
+                        or len(express) + len(self._traces) > self.max_traces):
+                    releases.extend(self._enforce_bounds())
+                return releases
+        if self._express or self._express_log:
+            self._settle()
+        entry = self._traces.get(trace_id) or self._new_entry(trace_id, now)
+        self._put(entry, span_id, item, weight, response_id)
+        self._after_add(entry, trace_id, local_root, True, now, releases)
+        return releases
 
     def end_root(self, trace_id: int, now: float | None = None) -> list[Release]:
         """A local root that is neither held nor remembered ended (the hot path: the edge need not build a
         SpanView for it). Same effect as :meth:`add` of such a span."""
         now = self.clock() if now is None else now
-        releases = self._expire(now) if (self._grace or self._traces) else []
-        self._remember_lru(self._ended_roots, trace_id, None)
+        releases = self._expire(now) if now >= self._next_due else []
+        ended = self._ended_roots
+        ended.cur[trace_id] = None
+        if len(ended.cur) > ended.size:
+            ended.rotate()
+        e = self._express.pop(trace_id, None)
+        if e is not None:  # an express trace (never also a full entry) completes
+            spans = tuple(e[3::2])
+            self.held_spans -= len(spans)
+            self.held_ids -= e[1]
+            self._express_log.append((trace_id, e[4::2], e[2]))
+            releases.append(Release(trace_id, spans, (), (), True, REASON_COMPLETE, True, _NO_NOTES, True))
+            return releases
         entry = self._traces.get(trace_id)
         if entry is not None and (not entry.root_ended or entry.late):
             entry.root_ended = True
             releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
         return releases
+
+    def root_ended_unlocked(self, trace_id: int) -> bool:
+        """Note that a local root with nothing else to do ended, *without* the caller's lock (the SDK
+        processor's root fast path). Returns False when the caller must call :meth:`end_root` under its
+        lock instead (something is held: this trace may be, or a timeout may be due; or the memory of
+        ended roots must rotate).
+
+        Why it is safe: the note is one dict store, made before reading whether anything is held; a span
+        that starts holding this trace (under the lock) is stored before :meth:`_new_entry` reads the
+        notes. Whatever the interleaving, one side sees the other: either this call returns False (the
+        caller releases the trace under the lock) or the new entry sees the root ended (a late part)."""
+        ended = self._ended_roots.cur
+        ended[trace_id] = None
+        return not self._traces and not self._express and len(ended) <= self._ended_roots.size
+
+    def released_reason(self, trace_id: int) -> str | None:
+        """Why a recently released trace left (``""``: it had no held spans); ``None`` if not remembered."""
+        if self._express_log:
+            self._fold()
+        return self._released_traces.get(trace_id)
 
     def tick(self, now: float | None = None) -> list[Release]:
         """Release traces whose root grace ended or whose hold timed out."""
@@ -241,9 +358,11 @@ class TraceAssembly:
     def drain(self, reason: str = REASON_FLUSH) -> list[Release]:
         """Release everything (force_flush / shutdown), applying the edits seen so far."""
         releases: list[Release] = []
+        self._settle()
         for entry in list(self._traces.values()):
             releases.extend(self._finish(entry, reason, complete=_whole(entry), correct=True))
         self._grace.clear()
+        self._next_due = float("inf")
         return releases
 
     def next_deadline(self) -> float | None:
@@ -255,19 +374,104 @@ class TraceAssembly:
             if not entry.root_ended:
                 deadlines.append(entry.created + self.hold_timeout)
                 break
+        for e in self._express.values():  # creation order: the first is the oldest
+            deadlines.append(e[0] + self.hold_timeout)
+            break
         return min(deadlines) if deadlines else None
 
+    def _settle(self) -> None:
+        """Turn express traces into full entries (indexed, in creation order among the others) and write
+        pending express releases into the memories: something needs the full bookkeeping now."""
+        if self._express_log:
+            self._fold()
+        if not self._express:
+            return
+        express, self._express = self._express, {}
+        moved = []
+        for trace_id, e in express.items():
+            created, ids, response_ids = e[0], e[1], e[2]
+            span_ids = e[4::2]
+            entry = _Trace(trace_id, created)
+            entry.held = e[3::2]
+            entry.span_ids = span_ids
+            entry.ids = ids  # held_spans / held_ids already count them
+            for span_id in span_ids:
+                self._by_span[span_id] = trace_id
+            if response_ids:
+                entry.response_ids = response_ids
+                for response_id in response_ids:
+                    self._by_response[response_id] = trace_id
+            moved.append(entry)
+        merged = heapq.merge(self._traces.values(), moved, key=lambda t: t.created)
+        self._traces = OrderedDict((t.trace_id, t) for t in merged)
+
+    def _fold(self) -> None:
+        """Write express releases into the memories of released spans, responses and traces (in order)."""
+        log = self._express_log
+        while log:
+            trace_id, span_ids, response_ids = log.popleft()
+            reason = REASON_COMPLETE
+            for span_id in span_ids:
+                self._released_spans.set(span_id, reason)
+            for response_id in response_ids or ():
+                self._released_responses.set(response_id, reason)
+            if not self._released_traces.get(trace_id):
+                self._released_traces.set(trace_id, reason)
+
     # --- internals ---------------------------------------------------------------------------------
+    def _put(self, entry: _Trace, span_id: int, item: Any, weight: int, response_id: str | None) -> None:
+        entry.held.append(item)
+        entry.span_ids.append(span_id)
+        self.held_spans += 1
+        entry.ids += weight
+        self.held_ids += weight
+        self._by_span[span_id] = entry.trace_id
+        if response_id:
+            self._by_response[response_id] = entry.trace_id
+            if not entry.response_ids:
+                entry.response_ids = []
+            entry.response_ids.append(response_id)  # type: ignore[union-attr]
+
+    def _after_add(self, entry: _Trace | None, trace_id: int, local_root: bool, held: bool, now: float,
+                   releases: list[Release]) -> None:
+        """What a new span means for its trace: a late part slides or ends, a local root completes it."""
+        if entry is not None and entry.late and not self._late_part:
+            if local_root:  # another local root of the trace (a second request): it ends the part
+                releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
+                entry = None
+            else:  # activity keeps a late part open: the grace slides
+                self._start_grace(entry, now + self.late_grace)
+        if local_root:
+            self._ended_roots.set(trace_id, None)
+            if entry is not None and not entry.root_ended:
+                entry.root_ended = True
+                if held and self.root_grace > 0:
+                    self._start_grace(entry, now + self.root_grace)
+                else:
+                    releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
+        if self._late_part:  # a late part with no grace to wait: leaves now
+            self._late_part = False
+            releases.extend(self._expire(now))
+        releases.extend(self._enforce_bounds())
+
+    def _start_grace(self, entry: _Trace, until: float) -> None:
+        entry.grace_until = until
+        self._grace.append((until, entry.trace_id))
+        if until < self._next_due:
+            self._next_due = until
+
     def _new_entry(self, trace_id: int, now: float) -> _Trace:
         entry = _Trace(trace_id, now)
-        self._traces[trace_id] = entry
+        self._traces[trace_id] = entry  # stored before reading the ended roots: see root_ended_unlocked
+        due = now + self.hold_timeout
+        if due < self._next_due:
+            self._next_due = due
         if trace_id in self._ended_roots:
             # a late part of a trace whose local root already ended (an agent's root returned before its
             # last step): no root will end it, so it waits out the root grace, not the hold timeout
             entry.root_ended = True
             entry.late = True
-            entry.grace_until = now + self.late_grace
-            self._grace.append((entry.grace_until, trace_id))
+            self._start_grace(entry, now + self.late_grace)
             self._late_part = self.late_grace <= 0
         return entry
 
@@ -288,7 +492,10 @@ class TraceAssembly:
                     self.routed_edits += 1
                     if target_trace not in routed_to:
                         routed_to.add(target_trace)
-                        self._traces[target_trace].foreign.append(span)
+                        target = self._traces[target_trace]
+                        if not target.foreign:
+                            target.foreign = []
+                        target.foreign.append(span)  # type: ignore[union-attr]
                         self.context_spans += 1
                 elif target_trace is None:
                     gone = None
@@ -305,13 +512,15 @@ class TraceAssembly:
                         )
                         self._late(edit, target, gone)
             elif (entry is None or not entry.held) and span.trace_id in self._released_traces:
-                gone = self._released_traces[span.trace_id]
+                gone = self._released_traces.get(span.trace_id)
                 if gone != "":  # the trace had held spans that already left
                     note = NOTE_LATE
                     self._late(edit, "most recent LLM span of the trace", gone)
             if note is not None:
                 entry = entry or self._new_entry(span.trace_id, now)
-                entry.notes[edit.key] = note
+                if not entry.notes:
+                    entry.notes = {}
+                entry.notes[edit.key] = note  # type: ignore[index]
         return entry
 
     def _late(self, edit: EditEvent, target: str, reason: str) -> None:
@@ -319,32 +528,30 @@ class TraceAssembly:
         self.recent_late.append(LateEdit(edit.key, edit.carrier_trace_id, target, reason))
 
     def _finish(self, entry: _Trace, reason: str, *, complete: bool, correct: bool) -> list[Release]:
-        self._traces.pop(entry.trace_id, None)
-        self.held_spans -= len(entry.held)
+        if self._express_log:  # earlier express releases first: the memories keep the first reason
+            self._fold()
+        trace_id = entry.trace_id
+        del self._traces[trace_id]
+        held = entry.held
+        self.held_spans -= len(held)
         self.held_ids -= entry.ids
-        self.context_spans -= len(entry.context) + len(entry.foreign)
-        for span in entry.held:
-            self._by_span.pop(span.span_id, None)
-            self._remember_lru(self._released_spans, span.span_id, reason)
+        if entry.context or entry.foreign:
+            self.context_spans -= len(entry.context) + len(entry.foreign)
+        by_span = self._by_span
+        released = self._released_spans
+        for span_id in entry.span_ids:
+            by_span.pop(span_id, None)
+            released.set(span_id, reason)
         for response_id in entry.response_ids:
-            if self._by_response.get(response_id) == entry.trace_id:
+            if self._by_response.get(response_id) == trace_id:
                 del self._by_response[response_id]
-            self._remember_lru(self._released_responses, response_id, reason)
-        self._remember_trace(entry.trace_id, reason if entry.held else "")
-        if not entry.held and not self._unnoted_edits(entry):
+            self._released_responses.set(response_id, reason)
+        if not self._released_traces.get(trace_id):  # keep the first non-empty reason
+            self._released_traces.set(trace_id, reason if held else "")
+        if not held and not self._unnoted_edits(entry):
             return []
-        return [
-            Release(
-                trace_id=entry.trace_id,
-                spans=tuple(entry.held),
-                context=tuple(entry.context),
-                foreign=tuple(entry.foreign),
-                complete=complete,
-                reason=reason,
-                correct=correct,
-                edit_notes=dict(entry.notes),
-            )
-        ]
+        return [Release(trace_id, tuple(held), tuple(entry.context), tuple(entry.foreign), complete, reason,
+                        correct, dict(entry.notes) if entry.notes else _NO_NOTES)]
 
     def _unnoted_edits(self, entry: _Trace) -> bool:
         """Whether a trace without held spans still has edits for the corrector to report."""
@@ -352,20 +559,10 @@ class TraceAssembly:
             e.key not in entry.notes for s in entry.context for e in cv.read_edits(s, self.conventions)
         )
 
-    def _remember_trace(self, trace_id: int, reason: str) -> None:
-        if self._released_traces.get(trace_id):  # keep the first non-empty reason
-            return
-        self._remember_lru(self._released_traces, trace_id, reason)
-
-    def _remember_lru(self, lru: OrderedDict, key, value: str) -> None:  # type: ignore[type-arg]
-        if key in lru:
-            lru.move_to_end(key)
-        lru[key] = value
-        if len(lru) > self._memory:
-            lru.popitem(last=False)
-
     def _expire(self, now: float) -> list[Release]:
         releases: list[Release] = []
+        if self._express and next(iter(self._express.values()))[0] <= now - self.hold_timeout:
+            self._settle()  # an express trace timed out: full entries time out below
         while self._grace and self._grace[0][0] <= now:
             _, trace_id = self._grace.popleft()
             entry = self._traces.get(trace_id)
@@ -384,10 +581,15 @@ class TraceAssembly:
                     expired.append(entry)
             for entry in expired:
                 releases.extend(self._finish(entry, REASON_TIMEOUT, complete=False, correct=False))
+        due = self.next_deadline()
+        self._next_due = float("inf") if due is None else due
         return releases
 
     def _enforce_bounds(self) -> list[Release]:
         releases: list[Release] = []
+        if self._express and (self.held_spans + self.context_spans > self.max_spans or self.held_ids > self.max_ids
+                              or len(self._express) + len(self._traces) > self.max_traces):
+            self._settle()  # the oldest traces leave first, express or not
         while len(self._traces) > self.max_traces:
             entry = next(iter(self._traces.values()))
             releases.extend(self._finish(entry, REASON_MAX_TRACES, complete=_whole(entry), correct=entry.root_ended))
@@ -409,15 +611,18 @@ def _whole(entry: _Trace) -> bool:
     return entry.root_ended and not entry.late
 
 
-def _ids_weight(span: SpanView, conv: Conventions) -> int:
+def ids_weight(attributes: Mapping[str, Any], conv: Conventions = cv.DEFAULT_CONVENTIONS) -> int:
     """Token ids a held span keeps alive, estimated without parsing (an array's length; a repr string's
     length / 6, about what one id takes written out)."""
-    attrs = span.attributes
     total = 0
-    for key in conv.prompt_keys + conv.response_keys:
-        value = attrs.get(key)
+    for key in conv.id_key_set.intersection(attributes):
+        value = attributes[key]
         if isinstance(value, (tuple, list)):
             total += len(value)
         elif isinstance(value, str):
             total += len(value) // 6
     return total
+
+
+def _ids_weight(span: SpanView, conv: Conventions) -> int:
+    return ids_weight(span.attributes, conv)

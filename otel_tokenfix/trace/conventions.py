@@ -123,6 +123,11 @@ class Conventions:
         """The response keys as a set, for the one-call hot-path check in :func:`has_response_key`."""
         return frozenset(self.response_keys)
 
+    @cached_property
+    def id_key_set(self) -> frozenset[str]:
+        """Every prompt and response ids key, for weighing a held span in one set intersection."""
+        return frozenset(self.prompt_keys + self.response_keys)
+
 
 DEFAULT_CONVENTIONS = Conventions()
 

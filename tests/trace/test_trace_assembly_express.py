@@ -1,0 +1,212 @@
+"""TraceAssembly's express lane (``add_held``, the SDK processor's hot path): the same guarantees as ``add``.
+
+Express traces hold raw items with no index; anything needing more (an edit event, a bound, a timeout,
+a flush) settles them into full entries first, and their releases are written into the memories of
+released spans before any lookup, so routing and late-edit detection see them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from trace_helpers import edit, llm, new_id, span
+
+from otel_tokenfix.trace import assembly as asm
+from otel_tokenfix.trace import conventions as cv
+from otel_tokenfix.trace.assembly import TraceAssembly, ids_weight
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(**kw) -> tuple[TraceAssembly, Clock]:
+    clock = Clock()
+    kw.setdefault("root_grace", 0)
+    return TraceAssembly(clock=clock, **kw), clock
+
+
+def hold(a: TraceAssembly, s, item=None):
+    """What the SDK processor does for an LLM span without events."""
+    return a.add_held(s.trace_id, s.span_id, s if item is None else item, s.is_local_root,
+                      ids_weight(s.attributes), cv.read_response_id(s))
+
+
+def test_express_trace_released_plain_at_its_root() -> None:
+    a, _ = make()
+    t, root = new_id(), new_id()
+    call = llm(t, [1, 2, 3], parent=root)
+    assert hold(a, call, item="raw span") == []
+    assert t in a._express and len(a) == 1 and a.held_traces == 1 and a.held_ids == 3
+    assert not a.root_ended_unlocked(t)  # something is held: the caller must take its lock
+    [rel] = a.end_root(t)
+    assert rel.spans == ("raw span",) and rel.plain and rel.correct and rel.complete
+    assert rel.context == () and rel.foreign == () and not rel.edit_notes
+    assert len(a) == 0 and a.held_ids == 0 and a.held_traces == 0
+    assert a.released_reason(t) == asm.REASON_COMPLETE
+    # the triplet exporter rebuilds releases with dataclasses.replace
+    assert dataclasses.replace(rel, spans=()).spans == () and rel.spans == ("raw span",)
+
+
+def test_edit_after_an_express_release_is_late_by_span_id_response_id_and_trace() -> None:
+    a, _ = make()
+    t, root = new_id(), new_id()
+    call = llm(t, [1], parent=root, extra={"gen_ai.response.id": "resp-1"})
+    hold(a, call)
+    a.end_root(t)
+    carrier = span(new_id(), events=(edit(5, "x", target__span_id=call.span_id_hex),
+                                      edit(6, "y", target__response_id="resp-1")))
+    a.add(carrier)
+    assert a.late_edits == 2
+    assert [le.released_because for le in a.recent_late] == [asm.REASON_COMPLETE] * 2
+    a.add(span(t, parent=root, events=(edit(9, "untargeted, same trace"),)))  # a straggler of trace t
+    assert a.late_edits == 3
+
+
+def test_targeted_edit_from_another_trace_is_routed_into_an_express_trace() -> None:
+    a, _ = make()
+    t1, root1 = new_id(), new_id()
+    call = llm(t1, [1, 2], parent=root1)
+    hold(a, call)
+    t2 = new_id()
+    carrier = span(t2, events=(edit(5, "x", target__span_id=call.span_id_hex),))
+    assert a.add(carrier).releases == []  # the carrier is a root: its own trace ends, nothing to release
+    assert a.routed_edits == 1 and t1 not in a._express  # settled into a full entry
+    [rel] = a.end_root(t1)
+    assert rel.spans == (call,) and rel.foreign == (carrier,) and not rel.plain
+
+
+def test_untargeted_edit_in_the_same_trace_settles_it() -> None:
+    a, _ = make()
+    t, root = new_id(), new_id()
+    call = llm(t, [1], parent=root)
+    hold(a, call)
+    step = span(t, parent=root, events=(edit(5, "x"),))
+    assert not a.add(step).held
+    [rel] = a.end_root(t)
+    assert rel.spans == (call,) and rel.context == (step,) and not rel.plain
+
+
+def test_express_hold_timeout() -> None:
+    a, clock = make(hold_timeout=10)
+    t = new_id()
+    call = llm(t, [1], parent=new_id())
+    hold(a, call)
+    clock.t = 9.9
+    assert a.tick() == []
+    assert a.next_deadline() == 10
+    clock.t = 10
+    [rel] = a.tick()
+    assert rel.spans == (call,) and not rel.correct and not rel.complete and rel.reason == asm.REASON_TIMEOUT
+    assert len(a) == 0 and a.next_deadline() is None
+
+
+def test_express_bounds_count_and_release_oldest_first() -> None:
+    a, _ = make(max_traces=2)
+    calls = [llm(new_id(), [i], parent=new_id()) for i in range(3)]
+    assert hold(a, calls[0]) == [] and hold(a, calls[1]) == []
+    [rel] = hold(a, calls[2])
+    assert rel.spans == (calls[0],) and rel.reason == asm.REASON_MAX_TRACES and not rel.correct
+    b, _ = make(max_spans=3)
+    t1, t2 = new_id(), new_id()
+    hold(b, llm(t1, [1], parent=1))
+    hold(b, llm(t1, [2], parent=1))
+    hold(b, llm(t2, [3], parent=2))
+    [rel] = hold(b, llm(t2, [4], parent=2))
+    assert rel.trace_id == t1 and len(rel.spans) == 2 and rel.reason == asm.REASON_MAX_SPANS and len(b) == 2
+    c, _ = make(max_ids=25)
+    t3, t4 = new_id(), new_id()
+    hold(c, llm(t3, list(range(10)), parent=1))
+    hold(c, llm(t3, list(range(10)), parent=1))
+    assert c.held_ids == 20
+    [rel] = hold(c, llm(t4, list(range(10)), parent=2))
+    assert rel.trace_id == t3 and rel.reason == asm.REASON_MAX_IDS and c.held_ids == 10
+
+
+def test_oldest_first_across_express_and_full_entries() -> None:
+    a, clock = make(max_traces=2, root_grace=5)
+    old = llm(new_id(), [1], parent=new_id())
+    hold(a, old)  # express, t=0
+    clock.t = 1
+    root_call = llm(new_id(), [2])  # a root LLM span: a full entry (root grace), settles the express one
+    hold(a, root_call)
+    clock.t = 2
+    young = llm(new_id(), [3], parent=new_id())
+    [rel] = hold(a, young)  # express again; three traces: the oldest leaves
+    assert rel.spans == (old,) and rel.reason == asm.REASON_MAX_TRACES
+
+
+def test_root_ended_unlocked_and_late_parts() -> None:
+    a, clock = make(late_grace=2, hold_timeout=1000)
+    t = new_id()
+    assert a.root_ended_unlocked(t)  # nothing held: settled without a lock
+    late = llm(t, [1], parent=new_id())
+    assert hold(a, late) == []  # its root already ended: a late part, not an express trace
+    assert t not in a._express and a._traces[t].late
+    assert not a.root_ended_unlocked(new_id())  # something is held now
+    clock.t = 2
+    [rel] = a.tick()
+    assert rel.spans == (late,) and rel.reason == asm.REASON_LATE_PART
+    b, _ = make(late_grace=0)
+    t2 = new_id()
+    b.end_root(t2)
+    [rel] = hold(b, llm(t2, [1], parent=new_id()))  # no grace: the late part leaves at once
+    assert rel.reason == asm.REASON_LATE_PART and len(b) == 0
+
+
+def test_drain_releases_express_traces() -> None:
+    a, _ = make()
+    calls = [llm(new_id(), [i], parent=new_id()) for i in range(3)]
+    for c in calls:
+        hold(a, c)
+    rels = a.drain(asm.REASON_SHUTDOWN)
+    assert sorted(r.spans[0].span_id for r in rels) == sorted(c.span_id for c in calls)
+    assert all(r.correct and not r.complete and r.reason == asm.REASON_SHUTDOWN for r in rels)
+    assert len(a) == 0 and a.drain() == []
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.sampled_from(["llm", "root", "plain_root", "edit", "tick"]),
+                          st.integers(0, 3)), max_size=60),
+       st.integers(1, 4), st.integers(1, 6))
+def test_every_span_held_by_either_door_leaves_exactly_once(ops, max_traces, max_spans) -> None:
+    a, clock = make(max_traces=max_traces, max_spans=max_spans, hold_timeout=5, root_grace=2, late_grace=1)
+    roots = {t: new_id() for t in range(5)}
+    held: list[int] = []
+    out: list[int] = []
+    for trace, kind, dt in ops:
+        clock.t += dt
+        tid = 1000 + trace
+        releases = []
+        if kind == "llm":  # the express door (or its full path for roots / late parts)
+            s = llm(tid, [1, 2], parent=roots[trace])
+            releases = hold(a, s)
+            held.append(s.span_id)
+        elif kind == "root":  # a root LLM span through the express door: held with a root grace
+            s = llm(tid, [1], span_id=roots[trace])
+            roots[trace] = new_id()
+            releases = hold(a, s)
+            held.append(s.span_id)
+        elif kind == "plain_root":
+            if not a.root_ended_unlocked(tid):
+                releases = a.end_root(tid)
+            roots[trace] = new_id()
+        elif kind == "edit":
+            res = a.add(span(tid, parent=roots[trace], events=(edit(int(clock.t * 1e9), "x"),)))
+            assert not res.held
+            releases = res.releases
+        else:
+            releases = a.tick()
+        for rel in releases:
+            out.extend(x.span_id for x in rel.spans)
+        assert len(a) <= max_spans and len(a._traces) + len(a._express) <= max_traces
+    for rel in a.drain():
+        out.extend(x.span_id for x in rel.spans)
+    assert sorted(out) == sorted(held) and len(set(out)) == len(out)
+    assert len(a) == 0 and a.held_ids == 0
