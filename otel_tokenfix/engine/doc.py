@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .correction import View
-from .table import TokenTable
+from .table import PACK_HIDDEN, PACK_LEN_MASK, PACK_LEN_SHIFT, PACK_START_SHIFT, TokenTable
 
 
 @dataclass
@@ -69,11 +69,12 @@ def _spm_display(table: TokenTable, vids: Sequence[int]) -> str:
     return "".join(out)
 
 
-def visible(table: TokenTable, arr: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and ids of the visible tokens (a cheap slice when hidden ones sit only at the ends)."""
-    n = int(arr.size)
+def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray | slice]:
+    """Positions of the visible tokens and an index selecting them (a plain slice when hidden tokens sit
+    only at the ends, the common case: no gather)."""
+    n = int(info.size)
     if view == "content":
-        hid = table.hidden[arr]
+        hid = (info & PACK_HIDDEN) != 0
         if hid.any():
             lo = 0
             while lo < n and hid[lo]:
@@ -83,9 +84,9 @@ def visible(table: TokenTable, arr: np.ndarray, view: View) -> tuple[np.ndarray,
                 hi -= 1
             if hi - lo > 0 and hid[lo:hi].any():
                 vis = np.flatnonzero(~hid)
-                return vis, arr[vis]
-            return np.arange(lo, hi), arr[lo:hi]
-    return np.arange(n), arr
+                return vis, vis
+            return np.arange(lo, hi), slice(lo, hi)
+    return np.arange(n), slice(0, n)
 
 
 def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: int) -> np.ndarray:
@@ -100,15 +101,19 @@ def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: in
     return np.repeat(starts - off[:-1], lens) + np.arange(total, dtype=np.int64)
 
 
-def build_doc(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, view: View) -> Doc | None:
+def build_doc(
+    table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, info: np.ndarray, view: View
+) -> Doc | None:
     """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
-    vis, vids = visible(table, arr, view)
-    lens = table.lengths[vids]
+    vis, sel = visible(table, info, view)
+    vids = arr[sel]
+    vinfo = info[sel]
+    lens = ((vinfo >> PACK_LEN_SHIFT) & PACK_LEN_MASK).astype(np.int64)
     off = np.zeros(lens.size + 1, dtype=np.int64)
     np.cumsum(lens, out=off[1:])
     total = int(off[-1])
     if total:
-        raw = table.flat[_byte_index(table.starts[vids], lens, off, total)]
+        raw = table.flat[_byte_index((vinfo >> PACK_START_SHIFT).astype(np.int64), lens, off, total)]
         b = raw.tobytes()
     else:
         raw = np.zeros(0, dtype=np.uint8)

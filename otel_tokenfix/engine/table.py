@@ -13,6 +13,7 @@ import array
 import json
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
 
 SPM_SPACE = "\u2581"
+
+#: Packed per-id table entry: ``start << 24 | byte length << 8 | flags`` (uint64).
+PACK_VALID = np.uint64(1)
+PACK_HIDDEN = np.uint64(2)
+PACK_LEN_SHIFT = np.uint64(8)
+PACK_LEN_MASK = np.uint64(0xFFFF)
+PACK_START_SHIFT = np.uint64(24)
 _UNICODE_NORMALIZERS = {"NFC", "NFD", "NFKC", "NFKD"}
 
 
@@ -60,25 +68,34 @@ class TokenTable:
     flat: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint8))  # all token bytes
     starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # id -> offset in flat
     bos: int | None = None
+    packed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))  # see PACK_*
+    has_holes: bool = False
     byte_ids: dict[int, int] = field(default_factory=dict)  # byte value -> id of its byte-fallback token
     lossy_normalizer: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def check_ids(self, ids: list[int]) -> np.ndarray:
-        """Ids as an int64 array; raise TokenFixError on any id the tokenizer cannot decode."""
+    def lookup(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Ids as an int64 array and their packed table entries (one gather: fewer cache misses than one
+        per property); raise TokenFixError on any id the tokenizer cannot decode."""
         try:
             arr = np.frombuffer(array.array("q", ids), dtype=np.int64)  # fastest list -> int64 path
         except (TypeError, ValueError, OverflowError) as exc:
             raise TokenFixError(f"token ids must be a flat sequence of integers: {exc}") from exc
-        if arr.size:
-            lo, hi = int(arr.min()), int(arr.max())
-            if lo < 0 or hi >= self.size:
-                bad = lo if lo < 0 else hi
-                raise TokenFixError(f"token id {bad} is out of vocabulary (size {self.size})")
-            if not bool(self.valid[arr].all()):
-                bad = int(arr[~self.valid[arr]][0])
-                raise TokenFixError(f"token id {bad} is not in the vocabulary")
-        return arr
+        if not arr.size:
+            return arr, np.zeros(0, dtype=np.uint64)
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= self.size:
+            bad = lo if lo < 0 else hi
+            raise TokenFixError(f"token id {bad} is out of vocabulary (size {self.size})")
+        info = self.packed[arr]
+        if self.has_holes and not bool((info & PACK_VALID).all()):
+            bad = int(arr[(info & PACK_VALID) == 0][0])
+            raise TokenFixError(f"token id {bad} is not in the vocabulary")
+        return arr, info
+
+    def check_ids(self, ids: Sequence[int]) -> np.ndarray:
+        """Ids as an int64 array; raise TokenFixError on any id the tokenizer cannot decode."""
+        return self.lookup(ids)[0]
 
     def encode(self, text: str) -> list[int]:
         """Encode text exactly (caller verifies bytes); literal ``▁`` under SentencePiece via byte tokens.
@@ -320,6 +337,14 @@ def build_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
     lengths = np.array([len(b) if b is not None else 0 for b in token_bytes], dtype=np.int64)
     starts = np.zeros(size + 1, dtype=np.int64)
     np.cumsum(lengths, out=starts[1:])
+    if int(lengths.max(initial=0)) > 0xFFFF:
+        raise TokenFixError("a token longer than 65535 bytes: unsupported vocabulary")
+    packed = (
+        (starts[:-1].astype(np.uint64) << PACK_START_SHIFT)
+        | (lengths.astype(np.uint64) << PACK_LEN_SHIFT)
+        | (valid.astype(np.uint64) * PACK_VALID)
+        | (hidden.astype(np.uint64) * PACK_HIDDEN)
+    )
     flat = np.frombuffer(b"".join(b or b"" for b in token_bytes), dtype=np.uint8)
     bos = getattr(tokenizer, "bos_token_id", None)
     enc_spec, lossy = _encoder_json(spec, kind)
@@ -337,6 +362,8 @@ def build_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
         encoder=encoder,
         flat=flat,
         starts=starts,
+        packed=packed,
+        has_holes=not bool(valid.all()),
         bos=bos if isinstance(bos, int) else None,
         byte_ids=byte_ids,
         lossy_normalizer=lossy,

@@ -98,7 +98,7 @@ def correct_text(
     if not isinstance(edited_text, str):
         raise TokenFixError(f"edited_text must be a str, not {type(edited_text).__name__}")
     table = get_table(tokenizer)
-    arr = table.check_ids(token_ids)
+    arr, info = table.lookup(token_ids)
     ids = list(token_ids)
     if ids and type(ids[0]) is not int:  # numpy ints and the like: hand back plain ints
         ids = arr.tolist()
@@ -107,7 +107,7 @@ def correct_text(
         tb = edited_text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise TokenFixError("edited_text contains lone surrogates and cannot be tokenized") from exc
-    doc = build_doc(table, tokenizer, ids, arr, view)
+    doc = build_doc(table, tokenizer, ids, arr, info, view)
     if doc is not None:
         regions = diff_utf8(doc.disp, tb)
         if not regions:
