@@ -94,10 +94,14 @@ class PipelineOptions:
     released after that long, uncorrected and marked incomplete."""
 
     triplets: TripletOptions = TripletOptions()
-    root_grace: float = 1.0
+    root_grace: float = 2.0
     hold_timeout: float = 300.0
     max_traces: int = 50_000
     max_spans: int = 1_000_000
+    #: token ids on held spans at most (memory: a 32k-token span weighs as much as 32 spans of 1k)
+    max_ids: int = 4_000_000
+    #: a late part of a trace (spans after its release) is released this long after its last span
+    late_grace: float = 2.0
     #: released spans waiting for correction before intake pushes back (UNAVAILABLE / 503, sender retries)
     max_queued_spans: int = 200_000
     backpressure_timeout: float = 30.0
@@ -141,6 +145,8 @@ class Pipeline:
             max_spans=self.options.max_spans,
             hold_timeout=self.options.hold_timeout,
             root_grace=self.options.root_grace,
+            max_ids=self.options.max_ids,
+            late_grace=self.options.late_grace,
             clock=clock,
         )
         self.stats = ServiceStats()

@@ -95,7 +95,7 @@ def convert(src: Path, out: Path, qwen_dir: Path) -> list[dict]:
 
 
 def test_agent_gateway_to_serve_and_file_to_convert(collector_bin, qwen, qwen_dir, tmp_path):
-    serve = start_serve(tmp_path / "serve.jsonl", qwen_dir, "--root-grace", "1.0")
+    serve = start_serve(tmp_path / "serve.jsonl", qwen_dir, "--root-grace", "2")
     raw = tmp_path / "raw-spans.jsonl"
     col = start_collector(collector_bin, "agent-gateway.yaml",
                           {"TOKENFIX_SERVE_ENDPOINT": serve.grpc, "OTELCOL_RAW_FILE": str(raw)})
@@ -125,14 +125,15 @@ def test_agent_gateway_to_serve_and_file_to_convert(collector_bin, qwen, qwen_di
 
 
 def test_loadbalancing_collector_routes_traces_to_two_serves(collector_bin, qwen, qwen_dir, tmp_path):
-    a = start_serve(tmp_path / "a.jsonl", qwen_dir, "--root-grace", "1.0")
-    b = start_serve(tmp_path / "b.jsonl", qwen_dir, "--root-grace", "1.0")
+    a = start_serve(tmp_path / "a.jsonl", qwen_dir, "--root-grace", "2")
+    b = start_serve(tmp_path / "b.jsonl", qwen_dir, "--root-grace", "2")
     col = start_collector(collector_bin, "loadbalancing.yaml", {"TOKENFIX_SERVE_0": a.grpc, "TOKENFIX_SERVE_1": b.grpc})
     n = 16
     try:
         runs, expected, sent = run_agents(qwen, HttpExporter(endpoint=f"http://{col.http}/v1/traces"), n)
         a.wait_for(lambda: len(a.records()) + len(b.records()) >= 3 * n, timeout=60, what="triplets on a+b")
         a.wait_for(lambda: a.health()["spans"] + b.health()["spans"] >= sent, timeout=30, what="every span")
+        a.wait_for(lambda: a.health()["held_spans"] + b.health()["held_spans"] == 0, timeout=30, what="all released")
         spans_a, spans_b = a.health()["spans"], b.health()["spans"]
     finally:
         assert col.stop() == 0, col.text()
