@@ -123,6 +123,7 @@ class TokenFixSpanProcessor(SpanProcessor):
             clock=clock,
         )
         self._response_keys = self.conventions.response_key_set
+        self._watch_keys = self.conventions.watch_key_set
         self._root_ended_unlocked = assembly.root_ended_unlocked
         self._lock = threading.Lock()
         self._counters = {name: _ThreadCounter() for name in COUNTERS}
@@ -180,8 +181,11 @@ class TokenFixSpanProcessor(SpanProcessor):
         if evented:
             self._on_end_general(span)
             return
-        if not self._response_keys.isdisjoint(attrs):
-            self._hold_llm(span, attrs)  # an LLM span without events: held as it is
+        if not self._watch_keys.isdisjoint(attrs):
+            if not self._response_keys.isdisjoint(attrs):
+                self._hold_llm(span, attrs)  # an LLM span without events: held as it is
+            else:  # an LLM call without ids (e.g. tokenfix.capture.status): remembered for its trace's edits
+                self._on_end_general(span)
             return
         # neither an LLM span nor an edit carrier: it passes now
         try:
@@ -258,14 +262,17 @@ class TokenFixSpanProcessor(SpanProcessor):
             if not span._events:  # noqa: SLF001
                 parent = span.parent
                 local_root = parent is None or parent.is_remote
-                if self._response_keys.isdisjoint(attrs):  # a plain span in non-SDK containers
+                if self._watch_keys.isdisjoint(attrs):  # a plain span in non-SDK containers
                     if local_root and not self._root_ended_unlocked(ctx.trace_id):
                         self._plain_root(span)
                     forwarded = True
                     self._count("passed")
                     self._forward(span)
                     return
+            if not span._events and not self._response_keys.isdisjoint(attrs):  # noqa: SLF001
                 # an LLM span without events: held as it is; ids are parsed at release, only if edited
+                parent = span.parent
+                local_root = parent is None or parent.is_remote
                 conv = self.conventions
                 response_id = None
                 for key in conv.response_id_keys:
@@ -504,10 +511,11 @@ def _with_sdk_limits(conventions: Conventions) -> Conventions:
 
 
 def _has_edits(release: Release) -> bool:
-    """Whether the release may involve an edit: a held span with events, a remembered edit carrier of the
-    trace (context), a routed carrier (foreign) or an edit note. Reading the edits is the corrector's job;
-    this is only the cheap "certainly nothing to do" test (held LLM spans rarely carry events)."""
-    return bool(release.context or release.foreign or release.edit_notes) or any(
+    """Whether the release may involve an edit: a span with events (held, or remembered as the trace's
+    context), a routed carrier (foreign) or an edit note. Reading the edits is the corrector's job; this is
+    only the cheap "certainly nothing to do" test (held LLM spans rarely carry events; context may also
+    hold LLM calls without ids, which change nothing by themselves)."""
+    return bool(release.foreign or release.edit_notes) or any(view.events for view in release.context) or any(
         span._events for span in release.spans  # noqa: SLF001 - raw ReadableSpans (see on_end)
     )
 

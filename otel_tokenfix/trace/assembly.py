@@ -7,7 +7,8 @@ does no I/O, takes no lock (callers serialise calls) and never raises on span co
 The rules:
 - a span for which ``hold(span)`` is true is held until its trace's *local root* ends; other spans
   pass at once (``AddResult.held`` is false), but if ``remember(span)`` is true (by default: it
-  carries edit events) it is kept as *context* so the trace's corrector still sees its edits;
+  carries edit events, or it is an LLM call without token ids) it is kept as *context* so the trace's
+  corrector still sees its edits (and that call, when it resolves an untargeted edit);
 - a trace whose local root is itself held (an agent that traces nothing around its LLM calls) is
   held ``root_grace`` seconds more, so an edit from a *later* trace naming its span id or response id
   still reaches it: edits with an explicit target held in another trace are routed there (the carrier
@@ -193,7 +194,9 @@ class TraceAssembly:
     ) -> None:
         self.conventions = conventions
         self._hold = hold or (lambda span: cv.has_response_key(span, conventions))
-        self._remember = remember or (lambda span: cv.has_edit_events(span, conventions))
+        self._remember = remember or (
+            lambda span: cv.has_edit_events(span, conventions) or cv.idless_llm_reason(span, conventions) is not None
+        )
         self.max_traces = max(1, int(max_traces))
         self.max_spans = max(1, int(max_spans))
         self.max_ids = max(1, int(max_ids))

@@ -46,6 +46,11 @@ STATUS = "tokenfix.status"
 ERROR = "tokenfix.error"
 METHOD = "tokenfix.method"
 
+#: set by the capture (``otel_tokenfix.capture``) on every call span: ``ok``, ``no_token_ids``, ``incomplete``,
+#: ``error``, ``unsupported_response``; with ``tokenfix.capture.reason`` saying why a call has no ids
+CAPTURE_STATUS = "tokenfix.capture.status"
+CAPTURE_REASON = "tokenfix.capture.reason"
+
 STATUS_CORRECTED = "corrected"
 STATUS_UNCHANGED = "unchanged"
 STATUS_FALLBACK = "fallback"
@@ -87,6 +92,11 @@ DEFAULT_TEXT_KEYS: tuple[str, ...] = (
 DEFAULT_LOGPROB_KEYS: tuple[str, ...] = ("logprobs.content", "llm.hosted_vllm.choices")
 DEFAULT_MODEL_KEYS: tuple[str, ...] = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
 DEFAULT_RESPONSE_ID_KEYS: tuple[str, ...] = ("gen_ai.response.id",)
+#: Attributes marking a span as an LLM call even when it has no token ids: (key, accepted values or None
+#: for any value). Such a call still counts when an untargeted edit looks for "the most recent LLM span".
+#: Only our capture's status by default: other instrumentations' spans (``gen_ai.operation.name=chat``,
+#: ``openinference.span.kind=LLM``) often *wrap* the call that has the ids; add them if yours do not.
+DEFAULT_LLM_MARKERS: tuple[tuple[str, tuple[str, ...] | None], ...] = ((CAPTURE_STATUS, None),)
 
 _HEX16 = re.compile(r"^(?:0x)?[0-9a-fA-F]{16}$")
 
@@ -106,6 +116,7 @@ class Conventions:
     logprob_keys: tuple[str, ...] = DEFAULT_LOGPROB_KEYS
     model_keys: tuple[str, ...] = DEFAULT_MODEL_KEYS
     response_id_keys: tuple[str, ...] = DEFAULT_RESPONSE_ID_KEYS
+    llm_markers: tuple[tuple[str, tuple[str, ...] | None], ...] = DEFAULT_LLM_MARKERS
     edit_event_name: str = EDIT_EVENT
     overwrite_source_key: bool = True
     #: longest string attribute we try to parse as a literal (JSON or Python repr)
@@ -122,6 +133,12 @@ class Conventions:
     def response_key_set(self) -> frozenset[str]:
         """The response keys as a set, for the one-call hot-path check in :func:`has_response_key`."""
         return frozenset(self.response_keys)
+
+    @cached_property
+    def watch_key_set(self) -> frozenset[str]:
+        """Keys that make a span an LLM call (response ids or an LLM marker): the SDK processor's hot path
+        lets a span without events and without any of them pass at once."""
+        return frozenset(self.response_keys + tuple(key for key, _ in self.llm_markers))
 
     @cached_property
     def id_key_set(self) -> frozenset[str]:
@@ -364,6 +381,34 @@ def has_response_key(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) ->
     if isinstance(attrs, dict):
         return not conv.response_key_set.isdisjoint(attrs)
     return any(key in attrs for key in conv.response_keys)
+
+
+def idless_llm_reason(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> str | None:
+    """``"no token ids: <why>"`` for an LLM call whose span carries no usable response ids (an ids key that
+    cannot be read, or an LLM marker such as ``tokenfix.capture.status`` without ids); ``None`` otherwise.
+
+    Why it matters: such a call still happened; an untargeted edit made after it is about *its* output,
+    so it must not fall back to an earlier call that has ids (wrong training data)."""
+    attrs = span.attributes
+    detail = None
+    if has_response_key(span, conv):
+        if read_response_ids(span, conv) is not None:
+            return None
+        detail = "its token ids attribute could not be read"
+    else:
+        for key, values in conv.llm_markers:
+            value = attrs.get(key)
+            if value is not None and (values is None or value in values):
+                break
+        else:
+            return None
+    reason = attrs.get(CAPTURE_REASON)
+    status = attrs.get(CAPTURE_STATUS)
+    if isinstance(reason, str) and reason:
+        detail = reason
+    elif detail is None:
+        detail = f"capture status {status!r}" if isinstance(status, str) else "the LLM span has no token ids"
+    return f"no token ids: {detail}"
 
 
 def read_text(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> str | None:

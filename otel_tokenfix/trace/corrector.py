@@ -214,6 +214,9 @@ def correct_trace(
     seen: set[int] = set()
     pending: list[_Pending] = []
     carriers: list[SpanView] = []
+    #: LLM calls without usable ids (no ids returned, capture error, unreadable ids): edits aimed at them,
+    #: explicitly or as the most recent call, are reported, never moved to another call
+    idless: list[tuple[SpanView, str]] = []
     for span in spans:
         if span.span_id in seen:
             continue
@@ -224,6 +227,10 @@ def correct_trace(
             ids_read = cv.read_response_ids(span, conv)
             if ids_read is not None:
                 pending.append(_Pending(span, ids_read))
+                continue
+        why = cv.idless_llm_reason(span, conv)
+        if why is not None:
+            idless.append((span, why))
     pending.sort(key=lambda p: (p.span.start_time, p.span.end_time, p.span.span_id))
     by_span = {p.span.span_id: p for p in pending}
     by_response: dict[str, _Pending] = {}
@@ -231,6 +238,15 @@ def correct_trace(
         rid = cv.read_response_id(p.span, conv)
         if rid and rid not in by_response:
             by_response[rid] = p
+    # a marked span that is the parent of a call with ids wraps that call (another instrumentation's span)
+    parents = {p.span.parent_span_id for p in pending}
+    idless = [(span, why) for span, why in idless if span.span_id not in parents]
+    idless_by_span = {span.span_id: why for span, why in idless}
+    idless_by_response: dict[str, str] = {}
+    for span, why in idless:
+        rid = cv.read_response_id(span, conv)
+        if rid and rid not in idless_by_response:
+            idless_by_response[rid] = why
 
     issues: list[EditIssue] = []
     late = sum(1 for v in notes.values() if v == "late")
@@ -245,6 +261,13 @@ def correct_trace(
             if hit is not None:
                 return hit, None
         if edit.targeted:
+            blocked = None
+            if edit.target_span_id is not None:
+                blocked = idless_by_span.get(edit.target_span_id)
+            if blocked is None and edit.target_response_id is not None:
+                blocked = idless_by_response.get(edit.target_response_id)
+            if blocked is not None:
+                return None, blocked
             if edit.target_span_id is None and edit.target_response_id is None:
                 return None, "unreadable target"
             what = (
@@ -258,6 +281,14 @@ def correct_trace(
         for p in pending:
             if p.span.end_time <= edit.time and (best is None or p.span.end_time >= best.span.end_time):
                 best = p
+        latest_idless = None
+        for span, why in idless:  # a later call without ids is the one the edit is about
+            if span.end_time <= edit.time and (best is None or span.end_time > best.span.end_time) and (
+                    latest_idless is None or span.end_time >= latest_idless[0].end_time):
+                latest_idless = (span, why)
+        if latest_idless is not None:
+            span, why = latest_idless
+            return None, f"{why} (span {span.span_id:016x}, the last LLM call before the edit)"
         if best is None:
             return None, "no LLM span of this trace ended before the edit"
         return best, None
