@@ -51,6 +51,8 @@ def _anchorable(doc: Doc, table: TokenTable, k_lo: int, k_hi: int, left: bool) -
 
 
 def _windows(doc: Doc, table: TokenTable, regions: list[Region], anchors: int) -> list[_Window]:
+    """One window per changed region (cover + ``anchors`` tokens each side), merged when they touch; each
+    knows its target byte range (display offsets shifted by the length changes of earlier regions)."""
     cut_d, cut_k = doc.cut_d, doc.cut_k
     last = len(cut_k) - 1
     wins: list[_Window] = []
@@ -101,6 +103,7 @@ def _char_floor(tb: bytes, t: int) -> int:
 
 
 def encode_exact(table: TokenTable, data: bytes) -> list[int]:
+    """Ids whose bytes are exactly ``data`` (else ``Retry``: the caller widens or falls back)."""
     try:
         new = table.encode(data.decode("utf-8"))
     except (UnicodeDecodeError, TokenFixError) as exc:
