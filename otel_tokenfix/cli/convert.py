@@ -83,7 +83,7 @@ def convert_command(
                 bar.update(task, completed=done, info=f"{r.spans} spans · {r.triplets} triplets")
 
             result = convert_file(src, sink, tokenizers=tokenizers, options=pipeline_options, progress=on_progress)
-            bar.update(task, completed=total)
+            bar.update(task, completed=total, info=f"{result.spans} spans · {result.triplets} triplets")
     else:
         result = convert_file(src, sink, tokenizers=tokenizers, options=pipeline_options)
     summary = {k: getattr(result, k) for k in ("lines", "bad_lines", "spans", "traces", "triplets", "corrected",
