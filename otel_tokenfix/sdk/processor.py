@@ -211,8 +211,9 @@ class TokenFixSpanProcessor(SpanProcessor):
         try:
             if self._shutdown:
                 return
+            trace_id = span.context.trace_id
             with self._lock:
-                releases = self._assembly.end_root(span.context.trace_id)
+                releases = self._assembly.end_root(trace_id)
             for release in releases:
                 self._process_one(release)
         except Exception:  # noqa: BLE001 - never raise into user code; the root is forwarded by the caller

@@ -620,7 +620,8 @@ def ids_weight(attributes: Mapping[str, Any], conv: Conventions = cv.DEFAULT_CON
     total = 0
     for key in conv.id_key_set.intersection(attributes):
         value = attributes[key]
-        if isinstance(value, (tuple, list)):
+        kind = value.__class__
+        if kind is tuple or kind is list or isinstance(value, (tuple, list)):
             total += len(value)
         elif isinstance(value, str):
             total += len(value) // 6
