@@ -487,3 +487,43 @@ def expects_by_key(ledger: Ledger) -> dict[tuple[str, str], Expect]:
 def random_bodies(n: int, seed: int = 0) -> list[bytes]:
     rng = random.Random(seed)
     return [rng.randbytes(rng.randint(0, 2000)) for _ in range(n)]
+
+
+def rss_of(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a process in MiB."""
+    cur = peak = 0.0
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    return cur, peak
+
+
+def orphan_requests(n_spans: int, *, per_request: int = 100, tokens: int = 300, seed: int = 9) -> list[bytes]:
+    """LLM spans whose parent never arrives (each its own trace): a flood of never-completing traces."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    rng = random.Random(seed)
+    bodies = []
+    for start in range(0, n_spans, per_request):
+        req = ExportTraceServiceRequest()
+        spans = req.resource_spans.add().scope_spans.add().spans
+        for _ in range(min(per_request, n_spans - start)):
+            sp = spans.add()
+            sp.trace_id = rng.getrandbits(128).to_bytes(16, "big")
+            sp.span_id = rng.getrandbits(64).to_bytes(8, "big")
+            sp.parent_span_id = rng.getrandbits(64).to_bytes(8, "big")  # a root that never comes
+            sp.name = "chat"
+            sp.start_time_unix_nano, sp.end_time_unix_nano = 1, 2
+            ids = AnyValue()
+            ids.array_value.values.extend(AnyValue(int_value=rng.randrange(1000, 150000)) for _ in range(tokens))
+            sp.attributes.extend(
+                [
+                    KeyValue(key="gen_ai.request.model", value=AnyValue(string_value=MODEL)),
+                    KeyValue(key="tokenfix.response.token_ids", value=ids),
+                ]
+            )
+        bodies.append(req.SerializeToString())
+    return bodies
