@@ -177,6 +177,13 @@ class _Trace:
 class TraceAssembly:
     """Per-trace holding with bounds and timeouts; see the module docstring for the rules."""
 
+    # slots: the SDK processor's hot path reads and writes a dozen of these per span
+    __slots__ = ("_by_response", "_by_span", "_ended_roots", "_express", "_express_log", "_grace", "_hold",
+                 "_late_part", "_memory", "_next_due", "_released_responses", "_released_spans", "_released_traces",
+                 "_remember", "_traces", "clock", "context_spans", "conventions", "held_ids", "held_spans",
+                 "hold_timeout", "late_edits", "late_grace", "max_ids", "max_spans", "max_traces", "recent_late",
+                 "root_grace", "routed_edits", "__weakref__")
+
     def __init__(
         self,
         *,
@@ -278,7 +285,8 @@ class TraceAssembly:
         the memories of released spans are written then, so routing and late-edit detection see them."""
         now = self.clock() if now is None else now
         releases = self._expire(now) if now >= self._next_due else []
-        if not local_root and not self._late_part and trace_id not in self._traces:
+        traces = self._traces
+        if not local_root and not self._late_part and trace_id not in traces:
             express = self._express
             e = express.get(trace_id)
             if e is None:
@@ -288,8 +296,10 @@ class TraceAssembly:
                 if trace_id in ended.cur or trace_id in ended.prev:  # a late part: the full path handles it
                     del express[trace_id]
                     e = None
-                elif now + self.hold_timeout < self._next_due:
-                    self._next_due = now + self.hold_timeout
+                else:
+                    due = now + self.hold_timeout
+                    if due < self._next_due:
+                        self._next_due = due
             else:
                 e[1] += weight
                 e += (item, span_id)
@@ -298,10 +308,10 @@ class TraceAssembly:
                     if e[2] is None:
                         e[2] = []
                     e[2].append(response_id)
-                self.held_spans += 1
-                self.held_ids += weight
-                if (self.held_spans + self.context_spans > self.max_spans or self.held_ids > self.max_ids
-                        or len(express) + len(self._traces) > self.max_traces):
+                spans = self.held_spans = self.held_spans + 1
+                ids = self.held_ids = self.held_ids + weight
+                if (spans + self.context_spans > self.max_spans or ids > self.max_ids
+                        or len(express) + len(traces) > self.max_traces):
                     releases.extend(self._enforce_bounds())
                 return releases
         if self._express or self._express_log:
@@ -344,6 +354,8 @@ class TraceAssembly:
         that starts holding this trace (under the lock) is stored before :meth:`_new_entry` reads the
         notes. Whatever the interleaving, one side sees the other: either this call returns False (the
         caller releases the trace under the lock) or the new entry sees the root ended (a late part)."""
+        if self._traces or self._express:  # busy: end_root (under the caller's lock) notes the root
+            return False
         ended = self._ended_roots.cur
         ended[trace_id] = None
         return not self._traces and not self._express and len(ended) <= self._ended_roots.size
