@@ -401,7 +401,7 @@ class TraceAssembly:
             self._fold()
         if not self._express:
             return
-        express, self._express = self._express, {}
+        express = self._express
         moved = []
         for trace_id, e in express.items():
             created, ids, response_ids = e[0], e[1], e[2]
@@ -418,7 +418,10 @@ class TraceAssembly:
                     self._by_response[response_id] = trace_id
             moved.append(entry)
         merged = heapq.merge(self._traces.values(), moved, key=lambda t: t.created)
+        # the full entries are in place before the express lane empties: a lock-free root_ended_unlocked
+        # always sees a held trace in one or the other
         self._traces = OrderedDict((t.trace_id, t) for t in merged)
+        self._express = {}
 
     def _fold(self) -> None:
         """Write express releases into the memories of released spans, responses and traces (in order)."""

@@ -198,3 +198,33 @@ def test_sdk_internals_the_hot_path_relies_on():
     assert child._attributes._dict == {} and run._attributes._dict == {"a": 1}
     assert child._parent is run.get_span_context() and run._parent is None
     assert child._context is child.get_span_context()
+
+
+def test_threads_with_edits_and_plain_traces_leave_nothing_stranded(qwen):
+    """Edits settle the express lane while other threads end roots lock-free: every trace must still leave
+    at its root's end (checked without a flush, so a stranded span would still be held)."""
+    p = make_pipeline({MODEL: qwen}, hold_timeout=3600, late_grace=0)
+    errors: list[BaseException] = []
+
+    def agent(n: int) -> None:
+        try:
+            for j in range(40):
+                with p.tracer.start_as_current_span("run"):
+                    with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, f"Agent {n} says {j}.")):
+                        pass
+                    if j % 3 == 0:
+                        record_edit(f"Agent {n} said {j}.")
+                with p.tracer.start_as_current_span("plain-root"):
+                    pass
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    st = p.processor.stats
+    assert st["held_spans"] == 0 and st["held_traces"] == 0 and st["internal_errors"] == 0
+    assert len(p.named("llm")) == 8 * 40 and st["corrected"] == 8 * 14
