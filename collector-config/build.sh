@@ -4,7 +4,7 @@
 #   bash collector-config/build.sh               build if needed; print the binary path (last stdout line)
 #   bash collector-config/build.sh --print-path  print the path; exit 1 if it is not built yet
 #
-# Cache: ${OTEL_TOKENFIX_CACHE:-~/.cache/otel-tokenfix}/otelcol/<hash of manifest + tracelbexporter>/.
+# Cache: ${OTEL_TOKENFIX_CACHE:-~/.cache/otel-tokenfix}/otelcol/<hash of manifest>/.
 # Idempotent and safe to run concurrently (flock); never reads stdin. Needs Go and the Go module proxy.
 # OTEL_TOKENFIX_NO_COLLECTOR=1 ("no collector" mode): exit 0 without building when no build is cached.
 set -euo pipefail
@@ -18,8 +18,6 @@ hash_inputs() {
   {
     echo "ocb=$OCB_VERSION"
     cat "$HERE/builder-config.yaml"
-    (cd "$HERE/tracelbexporter" && find . -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) | LC_ALL=C sort \
-      | while read -r f; do echo "== $f"; cat "$f"; done)
   } | sha256sum | cut -c1-16
 }
 
@@ -69,7 +67,6 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 sed -e "s#^  output_path: .*#  output_path: $WORK/src#" \
-    -e "s#path: \./tracelbexporter#path: $HERE/tracelbexporter#" \
     "$HERE/builder-config.yaml" >"$WORK/manifest.yaml"
 
 echo "build.sh: building the Collector into $DIST (first build takes several minutes; log: $LOG)" >&2
