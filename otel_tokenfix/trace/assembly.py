@@ -641,7 +641,3 @@ def ids_weight(attributes: Mapping[str, Any], conv: Conventions = cv.DEFAULT_CON
         elif isinstance(value, str):
             total += len(value) // 6
     return total
-
-
-def _ids_weight(span: SpanView, conv: Conventions) -> int:
-    return ids_weight(span.attributes, conv)
