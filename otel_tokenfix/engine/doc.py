@@ -101,12 +101,12 @@ def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: in
     return np.repeat(starts - off[:-1], lens) + np.arange(total, dtype=np.int64)
 
 
-def build_doc(
-    table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, info: np.ndarray, view: View
-) -> Doc | None:
-    """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
+def visible_bytes(
+    table: TokenTable, info: np.ndarray, view: View
+) -> tuple[np.ndarray, np.ndarray | slice, np.ndarray, np.ndarray, bytes]:
+    """The visible tokens' positions and selector, the byte offset of each (plus the end), and their
+    bytes (as an array and as ``bytes``): numpy gathers only, no per-token Python."""
     vis, sel = visible(table, info, view)
-    vids = arr[sel]
     vinfo = info[sel]
     lens = ((vinfo >> PACK_LEN_SHIFT) & PACK_LEN_MASK).astype(np.int64)
     off = np.zeros(lens.size + 1, dtype=np.int64)
@@ -114,10 +114,16 @@ def build_doc(
     total = int(off[-1])
     if total:
         raw = table.flat[_byte_index((vinfo >> PACK_START_SHIFT).astype(np.int64), lens, off, total)]
-        b = raw.tobytes()
-    else:
-        raw = np.zeros(0, dtype=np.uint8)
-        b = b""
+        return vis, sel, off, raw, raw.tobytes()
+    return vis, sel, off, np.zeros(0, dtype=np.uint8), b""
+
+
+def build_doc(
+    table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, info: np.ndarray, view: View
+) -> Doc | None:
+    """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
+    vis, sel, off, raw, b = visible_bytes(table, info, view)
+    vids = arr[sel]
     s0 = 1 if table.strip_leading_space and b[:1] == b" " else 0
     try:
         disp_text = b[s0:].decode("utf-8")

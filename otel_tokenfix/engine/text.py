@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .correction import Correction, TokenFixError, View
-from .diff import diff_utf8
-from .doc import build_doc, reference_decode
-from .provenance import Builder, check_logprobs, make_correction
-from .splice import Retry, encode_exact, splice
+from .correction import SAMPLED, SHIFTED, Correction, Provenance, TokenFixError, View
+from .diff import _bytes_affixes, diff_utf8
+from .doc import Doc, build_doc, reference_decode, visible_bytes
+from .provenance import Builder, _ints, check_logprobs, make_correction
+from .splice import CANON_MARGIN, Retry, encode_exact, splice
 from .table import TokenTable, get_table
 from .tokens import align_ids, match_moved
 
@@ -32,6 +32,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Anchor tokens per side on successive attempts; after the last, the full re-encode fallback.
 ANCHOR_STEPS = (1, 3, 8, 24)
+#: Allowed cuts of untouched context kept on each side of the changed bytes by the local fast path: more
+#: than the widest anchors plus the canonical margin, so no window or canonical check reaches the slice edge.
+LOCAL_MARGIN = ANCHOR_STEPS[-1] + CANON_MARGIN + 8
+#: Below this many ids the whole-response path is as fast as slicing.
+LOCAL_MIN_IDS = 256
+#: Above this share of the visible tokens in the slice, the whole-response path is as fast.
+LOCAL_MAX_SHARE = 0.5
 
 
 def _reencode(table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, text: str, view: View) -> list[int]:
@@ -107,24 +114,153 @@ def correct_text(
         tb = edited_text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise TokenFixError("edited_text contains lone surrogates and cannot be tokenized") from exc
+    if table.kind == "bytelevel" and len(ids) >= LOCAL_MIN_IDS:
+        fast = _local(table, tokenizer, ids, arr, info, lp, edited_text, tb, view, canonical)
+        if fast is not None:
+            return fast
     doc = build_doc(table, tokenizer, ids, arr, info, view)
     if doc is not None:
         regions = diff_utf8(doc.disp, tb)
         if not regions:
             return make_correction(ids, ids, list(range(len(ids))), logprobs=lp, method="unchanged", text=edited_text)
-        for step, anchors in enumerate(ANCHOR_STEPS):
-            out = Builder(ids, lp)
-            try:
-                changed = splice(table, doc, tb, regions, anchors, canonical, out)
-            except Retry:
-                continue
-            if not doc.clean and reference_decode(tokenizer, out.ids, view) != edited_text:
-                continue
-            if changed:
-                match_moved(ids, out.ids, changed, out.moved, cross_singles=False)
-            return out.finish(method="splice" if step == 0 else "widened", text=edited_text)
+        done = _splice_steps(table, tokenizer, doc, tb, regions, lp, edited_text, view, canonical)
+        if done is not None:
+            return done
     out = _reencode(table, tokenizer, ids, arr, edited_text, view)
     if reference_decode(tokenizer, out, view) != edited_text:
         why = "its normalizer rewrites text" if table.lossy_normalizer else "lossy tokenizer?"
         raise TokenFixError(f"the tokenizer cannot reproduce the edited text exactly ({why})")
     return make_correction(ids, out, align_ids(ids, out), logprobs=lp, method="reencode", text=edited_text)
+
+
+def _splice_steps(
+    table: TokenTable,
+    tokenizer: Any,
+    doc: Doc,
+    tb: bytes,
+    regions: list,
+    lp: list[float] | None,
+    edited_text: str,
+    view: View,
+    canonical: bool,
+) -> Correction | None:
+    """Splice with anchors widening step by step; ``None`` if no step could be proven (re-encode)."""
+    ids = doc.ids
+    for step, anchors in enumerate(ANCHOR_STEPS):
+        out = Builder(ids, lp)
+        try:
+            changed = splice(table, doc, tb, regions, anchors, canonical, out)
+        except Retry:
+            continue
+        if not doc.clean and reference_decode(tokenizer, out.ids, view) != edited_text:
+            continue
+        if changed:
+            match_moved(ids, out.ids, changed, out.moved, cross_singles=False)
+        return out.finish(method="splice" if step == 0 else "widened", text=edited_text)
+    return None
+
+
+def _outward(d: bytes, off: np.ndarray, k: int, step: int, stop: int) -> int:
+    """Move token boundary ``k`` by ``step`` across LOCAL_MARGIN allowed cuts (boundaries on a character
+    start) or until ``stop``; the boundary reached is itself an allowed cut (or ``stop``)."""
+    n_bytes = len(d)
+    count = 0
+    while k != stop and count < LOCAL_MARGIN:
+        k += step
+        x = int(off[k])
+        if k == stop or x >= n_bytes or (d[x] & 0xC0) != 0x80:
+            count += 1
+    return k
+
+
+def _local(
+    table: TokenTable,
+    tokenizer: Any,
+    ids: list[int],
+    arr: np.ndarray,
+    info: np.ndarray,
+    lp: list[float] | None,
+    edited_text: str,
+    tb: bytes,
+    view: View,
+    canonical: bool,
+) -> Correction | None:
+    """Fast path for long byte-level responses: correct only a slice of ids around the changed bytes.
+
+    Why it gives the same result as the whole-response path: the slice keeps LOCAL_MARGIN allowed cuts of
+    untouched context on each side of the bytes that differ (more than the widest anchors plus the
+    canonical margin), so the diff regions, windows, canonical checks and moved-run matching are exactly
+    those of the whole response; the bytes outside the slice equal the edited text's bytes and start/end
+    on character boundaries, so they are valid UTF-8 and decode the same on their own. Only the display
+    bytes and a common prefix/suffix are computed over all ids; output lists are built by slicing.
+    ``None``: not applicable (or not proven here), the caller takes the whole-response path."""
+    vis, _, off, _, d = visible_bytes(table, info, view)
+    if d == tb:
+        return _stitch(ids, lp, 0, 0, [], [], [], None, 0, "unchanged", edited_text)
+    nv = int(vis.size)
+    p, s = _bytes_affixes(d, tb)
+    k_lo = int(np.searchsorted(off, p, "right")) - 1
+    k_hi = int(np.searchsorted(off, len(d) - s, "left"))
+    k_lo = _outward(d, off, max(min(k_lo, nv), 0), -1, 0)
+    k_hi = _outward(d, off, max(min(k_hi, nv), k_lo), 1, nv)
+    if k_hi - k_lo > LOCAL_MAX_SHARE * nv:
+        return None  # most of the response: the whole-response path costs the same
+    i0 = int(vis[k_lo]) if k_lo > 0 else 0
+    i1 = int(vis[k_hi - 1]) + 1 if k_hi < nv else len(ids)
+    b0, b1 = int(off[k_lo]), int(off[k_hi])
+    sub_text_b = tb[b0 : len(tb) - (len(d) - b1)]
+    sub_ids = ids[i0:i1]
+    doc = build_doc(table, tokenizer, sub_ids, arr[i0:i1], info[i0:i1], view)
+    if doc is None or not doc.clean:
+        return None
+    regions = diff_utf8(doc.disp, sub_text_b)
+    sub_text = sub_text_b.decode("utf-8")
+    sub_lp = None if lp is None else lp[i0:i1]
+    c = _splice_steps(table, tokenizer, doc, sub_text_b, regions, sub_lp, sub_text, view, canonical)
+    if c is None:
+        return None
+    return _stitch(
+        ids, lp, i0, i1, c.token_ids, c.source_index, c.provenance, c.logprobs, c.removed, c.method, edited_text
+    )
+
+
+def _stitch(
+    ids: list[int],
+    lp: list[float] | None,
+    i0: int,
+    i1: int,
+    mid_ids: list[int],
+    mid_src: list[int | None],
+    mid_prov: list[Provenance],
+    mid_lp: list[float | None] | None,
+    removed: int,
+    method: str,
+    text: str,
+) -> Correction:
+    """The whole-response Correction from a corrected slice ``ids[i0:i1]`` (list slicing, no per-token loop)."""
+    n = len(ids)
+    m = len(mid_ids)
+    out_ids = ids.copy()  # one copy, then a slice assignment (a memmove): no per-token Python
+    out_ids[i0:i1] = mid_ids
+    src: list[int | None] = _ints(n)[:n]
+    src[i0:i1] = [None if x is None else x + i0 for x in mid_src]
+    intact = m == i1 - i0 and all(x == SAMPLED for x in mid_prov)
+    prov: list[Provenance] = [SAMPLED] * (i0 + m + (n - i1)) if intact else [SAMPLED] * i0 + [SHIFTED] * (m + n - i1)
+    if not intact:
+        prov[i0 : i0 + m] = mid_prov
+    out_lp: list[float | None] | None = None
+    if lp is not None:
+        out_lp = list(lp)
+        out_lp[i0:i1] = mid_lp if mid_lp is not None else [None] * m
+    return Correction(
+        token_ids=out_ids,
+        provenance=prov,
+        source_index=src,
+        logprobs=out_lp,
+        removed=removed,
+        method=method,
+        original_ids=ids,
+        original_logprobs=lp,
+        edits=1,
+        text=text,
+    )
