@@ -16,7 +16,7 @@ a typo in an env var must not stop the user's application.
 | ``OTEL_TOKENFIX_LATE_GRACE`` | seconds spans that end after their trace's root wait after the last one | 2 |
 | ``OTEL_TOKENFIX_TIMER_INTERVAL`` | seconds between background timeout checks (0: none) | 1 |
 | ``OTEL_TOKENFIX_OVERWRITE_SOURCE_KEY`` | write corrected ids under the key they came from | true |
-| ``OTEL_TOKENFIX_MARK_UNCHANGED`` | put ``tokenfix.status=unchanged`` on LLM spans without edits | true |
+| ``OTEL_TOKENFIX_MARK_UNCHANGED`` | mark unedited LLM spans ``unchanged`` in traces that have edits | true |
 | ``OTEL_TOKENFIX_METRICS`` | export the processor's counters as OTel metrics | true |
 | ``OTEL_TOKENFIX_WARM_UP`` | load tokenizers and build engine tables at start, on a background thread | false |
 """
