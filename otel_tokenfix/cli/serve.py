@@ -62,6 +62,11 @@ def serve_command(
     max_traces: Annotated[int, typer.Option(help="held traces at most (oldest released early)")] = 50_000,
     max_spans: Annotated[int, typer.Option(help="held spans at most (oldest trace released early)")] = 1_000_000,
     max_ids: Annotated[int, typer.Option(help="token ids on held spans at most (memory bound)")] = 4_000_000,
+    max_queued_spans: Annotated[Optional[int], typer.Option(
+        help="released spans waiting for correction at most; beyond it requests get UNAVAILABLE / 503 + "
+             "Retry-After (default: --max-spans)")] = None,
+    max_queued_ids: Annotated[Optional[int], typer.Option(
+        help="token ids waiting for correction at most (default: --max-ids)")] = None,
     mask: MaskOpt = "kept",
     trajectory: TrajectoryOpt = False,
     final_reward: FinalRewardOpt = False,
@@ -106,7 +111,8 @@ def serve_command(
         forward_max_elapsed=forward_max_elapsed,
         max_message_bytes=int(max_message_mib * (1 << 20)),
         pipeline=PipelineOptions(triplets=options, root_grace=root_grace, hold_timeout=hold_timeout,
-                                 max_traces=max_traces, max_spans=max_spans, max_ids=max_ids),
+                                 max_traces=max_traces, max_spans=max_spans, max_ids=max_ids,
+                                 max_queued_spans=max_queued_spans, max_queued_ids=max_queued_ids),
         shutdown_grace=shutdown_grace,
         stats_interval=stats_interval,
         spool=str(spool) if spool else None,

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from concurrent import futures
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
@@ -87,6 +89,8 @@ class GrpcReceiver:
             if not bearer_ok(self.token, header if isinstance(header, str) else None):
                 self.on_reject()
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        if self.pipeline.saturated():  # refuse before parsing: a full queue must not grow memory
+            self._unavailable(context, self.pipeline.refuse_busy())
         try:
             request = parse_request(body)
         except DecodeError as exc:
@@ -97,9 +101,22 @@ class GrpcReceiver:
         try:
             self.pipeline.submit(request, body)
         except ServiceUnavailable as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            self._unavailable(context, exc)
         except Exception as exc:  # noqa: BLE001 - the service stays up; the sender may retry
             self.pipeline.stats.internal_errors += 1
             log.exception("export failed")
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
         return _RESPONSE
+
+    @staticmethod
+    def _unavailable(context: grpc.ServicerContext, exc: ServiceUnavailable) -> None:
+        """Abort with UNAVAILABLE; with a ``google.rpc.RetryInfo`` detail when a delay is known (the OTLP
+        spec's throttling signal, honoured by the Collector's exporters)."""
+        if exc.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(int(exc.retry_after * 1e9))
+            detail = any_pb2.Any()
+            detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+            status = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message=str(exc), details=[detail])
+            context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -77,11 +78,12 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _error(status: int, message: str, content_type: str) -> Response:
+def _error(status: int, message: str, content_type: str, retry_after: float | None = None) -> Response:
+    headers = {"retry-after": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
     if content_type == JSON:
-        return JSONResponse({"code": status, "message": message}, status_code=status)
+        return JSONResponse({"code": status, "message": message}, status_code=status, headers=headers)
     body = status_pb2.Status(code=status, message=message).SerializeToString()
-    return Response(body, status_code=status, media_type=PROTOBUF)
+    return Response(body, status_code=status, media_type=PROTOBUF, headers=headers)
 
 
 def make_app(
@@ -109,6 +111,9 @@ def make_app(
             return _error(415, f"unsupported content encoding {encoding!r} (use gzip or none)", kind)
         if pipeline.closed:
             return _error(503, "shutting down", kind)
+        if pipeline.saturated():  # refuse before reading the body: a full queue must not grow memory
+            exc = pipeline.refuse_busy()
+            return _error(503, str(exc), kind, exc.retry_after)
         try:
             body = await read_body(request, max_body_bytes)
             if encoding == "gzip":
@@ -128,7 +133,7 @@ def make_app(
         try:
             await run_in_threadpool(pipeline.submit, message, raw)
         except ServiceUnavailable as exc:
-            return _error(503, str(exc), kind)
+            return _error(503, str(exc), kind, exc.retry_after)
         except Exception as exc:  # noqa: BLE001 - the service stays up
             pipeline.stats.internal_errors += 1
             log.exception("export failed")

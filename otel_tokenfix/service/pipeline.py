@@ -24,7 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from ..otlp.decode import SpanRef, request_views
 from ..otlp.encode import apply_overlay
 from ..trace import conventions as cv
-from ..trace.assembly import REASON_SHUTDOWN, Release, TraceAssembly
+from ..trace.assembly import REASON_SHUTDOWN, Release, TraceAssembly, ids_weight
 from ..trace.corrector import correct_release
 from ..trace.view import SpanView
 from ..triplets.build import TripletOptions, build_triplets, rewards_from_spans
@@ -41,6 +41,8 @@ class ServiceStats:
     requests: int = 0
     spans: int = 0
     rejected_requests: int = 0
+    #: requests refused because the correction queue was full (the sender retries them)
+    busy_requests: int = 0
     traces: int = 0
     incomplete_traces: int = 0
     triplets: int = 0
@@ -66,7 +68,12 @@ def _may_carry_reward(span: SpanView) -> bool:
 
 
 class ServiceUnavailable(Exception):
-    """The request cannot be accepted now (e.g. the spool cannot make it durable): the sender retries."""
+    """The request cannot be accepted now (correction backlog full, the spool cannot make it durable): the
+    sender retries, after ``retry_after`` seconds if set."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Forwarding(Protocol):
@@ -102,9 +109,16 @@ class PipelineOptions:
     max_ids: int = 4_000_000
     #: a late part of a trace (spans after its release) is released this long after its last span
     late_grace: float = 2.0
-    #: released spans waiting for correction before intake pushes back (UNAVAILABLE / 503, sender retries)
-    max_queued_spans: int = 200_000
-    backpressure_timeout: float = 30.0
+    #: released spans / token ids waiting for correction before intake refuses new requests (gRPC
+    #: UNAVAILABLE / HTTP 503 + Retry-After; the sender retries). ``None``: the held bounds (``max_spans``,
+    #: ``max_ids``), so queued work at most doubles the memory the held bounds allow. Accepted spans are
+    #: never dropped: the queue may exceed a bound by the requests being taken at that moment.
+    max_queued_spans: int | None = None
+    max_queued_ids: int | None = None
+    #: seconds a request waits for room in the queue before it is refused
+    backpressure_timeout: float = 1.0
+    #: seconds a refused sender is told to wait (``Retry-After``, gRPC ``RetryInfo``)
+    retry_after: float = 1.0
     #: forwarded LLM spans without edits get ``tokenfix.status=unchanged`` (as the SDK processor's default)
     mark_unchanged: bool = True
 
@@ -115,8 +129,9 @@ class Pipeline:
     After :meth:`start`, releases are corrected and written by one worker thread, so a request is
     acknowledged once its spans are held, not after correcting whatever it released: a sender's timeout
     (a Collector retries after 5 s, which would duplicate spans) never depends on correction time. When
-    the worker falls ``max_queued_spans`` behind, intake waits, then refuses with :class:`ServiceUnavailable`
-    *before* taking the request. Without :meth:`start` (``convert``) releases are handled inline.
+    the worker falls ``max_queued_spans`` spans or ``max_queued_ids`` token ids behind, intake waits up to
+    ``backpressure_timeout``, then refuses with :class:`ServiceUnavailable` *before* taking the request
+    (so memory stays bounded: held + queued). Without :meth:`start` (``convert``) releases are handled inline.
     """
 
     def __init__(
@@ -156,8 +171,14 @@ class Pipeline:
         self._wake = threading.Event()
         self._timer: threading.Thread | None = None
         self._worker: threading.Thread | None = None
-        self._queue: deque[Sequence[Release]] = deque()
+        self._queue: deque[tuple[Sequence[Release], int, int]] = deque()
         self._queued_spans = 0
+        self._queued_ids = 0
+        opts = self.options
+        self.max_queued_spans = max(1, opts.max_queued_spans if opts.max_queued_spans is not None else opts.max_spans)
+        self.max_queued_ids = max(1, opts.max_queued_ids if opts.max_queued_ids is not None else opts.max_ids)
+        self._busy_logged = 0.0
+        self._busy_unlogged = 0
         self._qcond = threading.Condition()
         self._worker_stop = False
         self.closed = False
@@ -166,8 +187,8 @@ class Pipeline:
     # --- intake ----------------------------------------------------------------------------------------
     def submit(self, request: ExportTraceServiceRequest, raw: bytes | None = None) -> int:
         """Take one decoded request; returns its span count. Never raises on span content."""
-        views = request_views(request)
         self._wait_capacity()
+        views = request_views(request)
         with self._lock:
             self.stats.requests += 1
             self.stats.spans += len(views)
@@ -191,16 +212,51 @@ class Pipeline:
             self._wake.set()
 
     # --- the correction worker -------------------------------------------------------------------------
+    def _has_room(self) -> bool:
+        return self._queued_spans <= self.max_queued_spans and self._queued_ids <= self.max_queued_ids
+
+    def saturated(self) -> bool:
+        """True while the correction queue is over a bound: a handler may refuse before reading a body."""
+        return self._worker is not None and not self._has_room()
+
+    def refuse_busy(self) -> ServiceUnavailable:
+        """Count (and, at most every 5 s, log) a request refused for a full queue; the error to raise."""
+        now = time.monotonic()
+        with self._lock:
+            self.stats.busy_requests += 1
+            self._busy_unlogged += 1
+            if now - self._busy_logged >= 5.0:
+                self._busy_logged, n, self._busy_unlogged = now, self._busy_unlogged, 0
+            else:
+                n = 0
+        if n:
+            log.warning("correction queue full (%d spans, %d ids queued; limits %d, %d): refused %d request(s) "
+                        "with retry-after %.3gs", self._queued_spans, self._queued_ids, self.max_queued_spans,
+                        self.max_queued_ids, n, self.options.retry_after)
+        return ServiceUnavailable(
+            f"correction backlog over {self.max_queued_spans} spans or {self.max_queued_ids} token ids; retry later",
+            retry_after=self.options.retry_after)
+
     def _wait_capacity(self) -> None:
         if self._worker is None:
             return
-        limit = self.options.max_queued_spans
         with self._qcond:
-            if self._queued_spans <= limit:
+            if self._has_room():
                 return
-            ok = self._qcond.wait_for(lambda: self._queued_spans <= limit, timeout=self.options.backpressure_timeout)
+            ok = self._qcond.wait_for(self._has_room, timeout=self.options.backpressure_timeout)
         if not ok:
-            raise ServiceUnavailable(f"correction backlog over {limit} spans; retry later")
+            raise self.refuse_busy()
+
+    def _release_weight(self, releases: Sequence[Release]) -> tuple[int, int]:
+        spans = ids = 0
+        conv = self.conventions
+        for r in releases:
+            spans += len(r.spans)
+            for view in r.spans:
+                attrs = getattr(view, "attributes", None)
+                if attrs is not None:
+                    ids += ids_weight(attrs, conv)
+        return spans, ids
 
     def _dispatch(self, releases: Sequence[Release]) -> None:
         if not releases:
@@ -208,9 +264,11 @@ class Pipeline:
         if self._worker is None:
             self._emit(releases)
             return
+        spans, ids = self._release_weight(releases)
         with self._qcond:
-            self._queue.append(releases)
-            self._queued_spans += sum(len(r.spans) for r in releases)
+            self._queue.append((releases, spans, ids))
+            self._queued_spans += spans
+            self._queued_ids += ids
             self._qcond.notify_all()
 
     def _run_worker(self) -> None:
@@ -219,14 +277,15 @@ class Pipeline:
                 self._qcond.wait_for(lambda: bool(self._queue) or self._worker_stop)
                 if not self._queue:
                     return
-                batch = self._queue.popleft()
+                batch, spans, ids = self._queue.popleft()
             try:
                 self._emit(batch)
             except Exception:  # noqa: BLE001 - _emit guards each trace; this is a last resort
                 self.stats.internal_errors += 1
                 log.exception("correction worker failed on a batch")
             with self._qcond:
-                self._queued_spans -= sum(len(r.spans) for r in batch)
+                self._queued_spans -= spans
+                self._queued_ids -= ids
                 self._qcond.notify_all()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -308,6 +367,7 @@ class Pipeline:
             self.stats.late_edits = self.assembly.late_edits
             out = asdict(self.stats)
         out["queued_spans"] = self._queued_spans
+        out["queued_ids"] = self._queued_ids
         out["sink"] = asdict(self.sink.stats)
         stats = getattr(self.forwarder, "stats", None)
         if stats is not None:

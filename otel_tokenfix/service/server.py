@@ -256,7 +256,7 @@ class TokenFixService:
                 if self.config.stats_interval > 0 and time.monotonic() - last >= self.config.stats_interval:
                     last = time.monotonic()
                     snap = self.pipeline.snapshot()
-                    key = (snap["spans"], snap["triplets"], snap["rejected_requests"])
+                    key = (snap["spans"], snap["triplets"], snap["rejected_requests"], snap["busy_requests"])
                     if key != last_stats:
                         last_stats = key
                         log.info("stats: %s", _summary(snap))
@@ -267,7 +267,8 @@ class TokenFixService:
 
 
 def _summary(snap: Mapping[str, Any]) -> str:
-    keys = ("requests", "spans", "traces", "triplets", "corrected", "errors", "held_traces", "rejected_requests")
+    keys = ("requests", "spans", "traces", "triplets", "corrected", "errors", "held_traces", "queued_spans",
+            "rejected_requests", "busy_requests")
     text = " ".join(f"{k}={snap[k]}" for k in keys)
     fwd = snap.get("forward")
     if fwd:
@@ -286,7 +287,7 @@ def register_metrics(service: TokenFixService, meter_provider: Any = None) -> bo
         provider = meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter("otel_tokenfix.service")
         names = ("requests", "spans", "traces", "triplets", "corrected", "fallback", "errors", "rejected_requests",
-                 "internal_errors")
+                 "busy_requests", "internal_errors")
 
         def counter(name: str) -> Any:
             def cb(options: CallbackOptions) -> list[Observation]:
@@ -296,7 +297,7 @@ def register_metrics(service: TokenFixService, meter_provider: Any = None) -> bo
 
         for name in names:
             meter.create_observable_counter(f"tokenfix.serve.{name}", callbacks=[counter(name)])
-        for name in ("held_spans", "held_traces", "queued_spans"):
+        for name in ("held_spans", "held_traces", "queued_spans", "queued_ids"):
             meter.create_observable_gauge(f"tokenfix.serve.{name}", callbacks=[counter(name)])
         return True
     except Exception:  # noqa: BLE001 - metrics are optional

@@ -55,3 +55,71 @@ def test_ack_does_not_wait_for_correction_and_backlog_pushes_back(qwen):
     assert len(sink.records) == 12
     assert {r.trace_id for r in sink.records} == {format(r.trace_id, "032x") for r in runs}
     assert sum(r.metadata["status"] == "corrected" for r in sink.records) == 8
+
+
+def _ids_in(request) -> int:
+    from otel_tokenfix.otlp.decode import request_views
+    from otel_tokenfix.trace.assembly import ids_weight
+
+    return sum(ids_weight(v.attributes) for v in request_views(request))
+
+
+def test_queued_token_ids_bound_refuses_over_grpc_and_http_with_retry_hints(qwen):
+    """The queue's id bound (not only spans): a full queue refuses gRPC with UNAVAILABLE + RetryInfo and
+    HTTP with 503 + Retry-After, counts the refusals, and takes the retried requests once it drains."""
+    import grpc
+    import httpx
+    from google.rpc import error_details_pb2, status_pb2
+
+    from otel_tokenfix.service.grpc_server import SERVICE_NAME, GrpcReceiver
+    from otel_tokenfix.service.http_app import make_app
+    from otel_tokenfix.service.server import _HttpThread
+
+    requests, runs = agent_requests(qwen, 4)
+    assert _ids_in(requests[0]) > 0
+    sink = BlockingSink()
+    # spans are no limit here; ids are: the first trace's ids fill the queue
+    opts = PipelineOptions(root_grace=0, max_queued_spans=10_000, max_queued_ids=_ids_in(requests[0]) - 1,
+                           backpressure_timeout=0.2, retry_after=2.0)
+    pipeline = Pipeline(tokenizers={"qwen2.5": qwen}, sink=sink, options=opts)
+    pipeline.start()
+    receiver = GrpcReceiver(pipeline, host="127.0.0.1", port=0)
+    receiver.start()
+    http = _HttpThread(make_app(pipeline), "127.0.0.1", 0)
+    http.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{receiver.port}")
+    export = channel.unary_unary(f"/{SERVICE_NAME}/Export")
+    try:
+        export(requests[0].SerializeToString(), timeout=10)  # released at once (root grace 0), queue now full
+        deadline = time.monotonic() + 10
+        while not pipeline.saturated() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pipeline.saturated()
+        with pytest.raises(grpc.RpcError) as info:
+            export(requests[1].SerializeToString(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        details = dict(info.value.trailing_metadata()).get("grpc-status-details-bin")
+        status = status_pb2.Status.FromString(details)
+        retry = error_details_pb2.RetryInfo()
+        assert status.details[0].Unpack(retry) and retry.retry_delay.seconds == 2
+        url = f"http://127.0.0.1:{http.port}/v1/traces"
+        r = httpx.post(url, content=requests[1].SerializeToString(),
+                       headers={"content-type": "application/x-protobuf"}, timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"] == "2"
+        assert pipeline.stats.requests == 1 and pipeline.stats.busy_requests == 2
+        assert pipeline.snapshot()["queued_ids"] == _ids_in(requests[0])
+        sink.gate.set()
+        assert pipeline.wait_idle(30)
+        for req in requests[1:]:  # the senders' retries are taken once the queue drained
+            r = httpx.post(url, content=req.SerializeToString(), headers={"content-type": "application/x-protobuf"},
+                           timeout=10)
+            assert r.status_code == 200
+            assert pipeline.wait_idle(30)
+    finally:
+        sink.gate.set()
+        channel.close()
+        receiver.stop(1.0)
+        http.stop(1.0)
+        pipeline.close()
+    assert len(sink.records) == 12
+    assert {r.trace_id for r in sink.records} == {format(r.trace_id, "032x") for r in runs}
