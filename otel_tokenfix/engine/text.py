@@ -162,14 +162,22 @@ def _splice_steps(
 
 def _outward(d: bytes, off: np.ndarray, k: int, step: int, stop: int) -> int:
     """Move token boundary ``k`` by ``step`` across LOCAL_MARGIN allowed cuts (boundaries on a character
-    start) or until ``stop``; the boundary reached is itself an allowed cut (or ``stop``)."""
+    start) or until ``stop``; the boundary reached is itself an allowed cut (or ``stop``). Offsets are read
+    in small chunks as Python ints (numpy scalar access per boundary costs more than the whole walk)."""
     n_bytes = len(d)
     count = 0
+    chunk_len = 4 * LOCAL_MARGIN
     while k != stop and count < LOCAL_MARGIN:
-        k += step
-        x = int(off[k])
-        if k == stop or x >= n_bytes or (d[x] & 0xC0) != 0x80:
-            count += 1
+        if step < 0:
+            chunk = off[max(stop, k - chunk_len) : k].tolist()[::-1]  # boundaries k-1, k-2, ...
+        else:
+            chunk = off[k + 1 : min(stop, k + chunk_len) + 1].tolist()  # boundaries k+1, k+2, ...
+        for x in chunk:
+            k += step
+            if k == stop or x >= n_bytes or (d[x] & 0xC0) != 0x80:
+                count += 1
+                if count == LOCAL_MARGIN:
+                    break
     return k
 
 
