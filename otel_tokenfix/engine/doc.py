@@ -108,12 +108,12 @@ def visible_bytes(
     bytes (as an array and as ``bytes``): numpy gathers only, no per-token Python."""
     vis, sel = visible(table, info, view)
     vinfo = info[sel]
-    lens = ((vinfo >> PACK_LEN_SHIFT) & PACK_LEN_MASK).astype(np.int64)
+    lens = ((vinfo >> PACK_LEN_SHIFT) & PACK_LEN_MASK).view(np.int64)  # fresh arrays, values < 2**40: no copy
     off = np.zeros(lens.size + 1, dtype=np.int64)
     np.cumsum(lens, out=off[1:])
     total = int(off[-1])
     if total:
-        raw = table.flat[_byte_index((vinfo >> PACK_START_SHIFT).astype(np.int64), lens, off, total)]
+        raw = table.flat[_byte_index((vinfo >> PACK_START_SHIFT).view(np.int64), lens, off, total)]
         return vis, sel, off, raw, raw.tobytes()
     return vis, sel, off, np.zeros(0, dtype=np.uint8), b""
 

