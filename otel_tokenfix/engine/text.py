@@ -217,9 +217,8 @@ def _local(
     i1 = int(vis[k_hi - 1]) + 1 if k_hi < nv else len(ids)
     b0, b1 = int(off[k_lo]), int(off[k_hi])
     sub_text_b = tb[b0 : len(tb) - (len(d) - b1)]
-    sub_ids = ids[i0:i1]
-    doc = build_doc(table, tokenizer, sub_ids, arr[i0:i1], info[i0:i1], view)
-    if doc is None or not doc.clean:
+    doc = _slice_doc(ids[i0:i1], arr, vis[k_lo:k_hi], i0, off[k_lo : k_hi + 1], d[b0:b1])
+    if doc is None:
         return None
     regions = diff_utf8(doc.disp, sub_text_b)
     sub_text = sub_text_b.decode("utf-8")
@@ -230,6 +229,23 @@ def _local(
     return _stitch(
         ids, lp, i0, i1, c.token_ids, c.source_index, c.provenance, c.logprobs, c.removed, c.method, edited_text
     )
+
+
+def _slice_doc(
+    sub_ids: list[int], arr: np.ndarray, vis: np.ndarray, i0: int, off: np.ndarray, disp: bytes
+) -> Doc | None:
+    """The Doc that ``build_doc`` would give for ``sub_ids`` (clean byte-level display only), cut out of
+    the whole response's offsets and bytes instead of gathered again; ``None`` if not valid UTF-8."""
+    try:
+        disp_text = disp.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    inner = off[1:-1] - off[0]
+    ok = np.ones(int(vis.size) + 1, dtype=bool)
+    if inner.size:
+        ok[1:-1] = (np.frombuffer(disp, dtype=np.uint8)[inner] & 0xC0) != 0x80
+    cut_k = np.flatnonzero(ok)
+    return Doc(sub_ids, vis - i0, arr[vis], cut_k, off[cut_k] - off[0], disp, disp_text, True)
 
 
 def _stitch(
