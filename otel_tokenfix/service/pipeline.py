@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -149,6 +149,9 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.tokenizers = tokenizers
         self.conventions = conventions
+        #: without a next hop the corrected span copy (the overlay) is never sent: skip its most costly part,
+        #: re-writing the source keys (re-parsing and re-indexing e.g. a ``logprobs.content`` JSON string)
+        self._correct_conv = conventions if forwarder is not None else replace(conventions, overwrite_source_key=False)
         self.sink = sink if isinstance(sink, RetryingSink) else RetryingSink(make_sink(sink), clock=clock)
         self.forwarder = forwarder
         self.journal = journal
@@ -406,7 +409,7 @@ class Pipeline:
 
     def _records(self, release: Release) -> tuple[list[TripletRecord], Any]:
         spans = release.all_spans
-        tc = correct_release(release, self.tokenizers, conventions=self.conventions,
+        tc = correct_release(release, self.tokenizers, conventions=self._correct_conv,
                              mark_unchanged=self.options.mark_unchanged and self.forwarder is not None)
         records: list[TripletRecord] = []
         if tc.calls:  # records are per LLM call: a trace without one has none (skip reading its rewards)

@@ -23,12 +23,36 @@ _NAMES_TO_CODES = {"inserted": INSERTED, "sampled": SAMPLED, "shifted": SHIFTED}
 _CODES = frozenset((INSERTED, SAMPLED, SHIFTED))
 
 
+#: one encoder for every record (``json.dumps`` with options builds a new one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_FLOAT_OR_NONE = frozenset((float, type(None)))
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 def provenance_codes(provenance: Sequence[Any]) -> list[int]:
-    """Normalise provenance given as names (``"sampled"``) or codes (``1``) to codes."""
-    values = list(provenance)
-    if not values or not isinstance(values[0], str):
-        if set(values) <= _CODES:
-            return [int(v) for v in values] if any(type(v) is not int for v in values) else values
+    """Normalise provenance given as names (``"sampled"``) or codes (``1``) to codes.
+
+    Why the set passes: a response has thousands of tokens but at most three distinct values, so the
+    checks run over ``set(...)`` / ``map(type, ...)`` in C and only odd inputs take the per-token loop."""
+    values = list(provenance)  # a copy: records never alias the caller's lists
+    if not values:
+        return values
+    distinct = set(values)
+    if distinct <= _CODES and set(map(type, values)) == {int}:  # the common case: plain int codes
+        return values
+    if not isinstance(values[0], str) and distinct <= _CODES:
+        return [int(v) for v in values]
+    if all(isinstance(v, str) for v in distinct):
+        unknown = distinct - _NAMES_TO_CODES.keys()
+        if unknown:
+            raise KeyError(next(iter(unknown)))
+        return [_NAMES_TO_CODES[p] for p in values]
+    if not isinstance(values[0], str):
         bad = next(v for v in values if v not in _CODES)
         raise ValueError(f"unknown provenance code {bad!r}")
     out: list[int] = []
@@ -51,6 +75,8 @@ def build_mask(provenance: Sequence[int], policy: str = "kept") -> list[int]:
     ``all``: every token (the edit is trained as if sampled, like re-tokenizing trainers do).
     """
     if policy == "kept":
+        if INSERTED not in provenance:  # most calls: nothing inserted (C-speed scan)
+            return [1] * len(provenance)
         return [0 if p == INSERTED else 1 for p in provenance]
     if policy == "sampled":
         return [1 if p == SAMPLED else 0 for p in provenance]
@@ -68,6 +94,11 @@ def normalize_log_probs(log_probs: Sequence[Any] | None, length: int) -> list[fl
     """
     if log_probs is None or len(log_probs) != length:
         return None
+    # fast path (C passes only): floats and None (a corrected call's inserted positions) whose non-None
+    # values have a finite sum hold no NaN or infinity; only other inputs take the per-token loop
+    types = set(map(type, log_probs))
+    if types <= _FLOAT_OR_NONE and math.isfinite(sum(filter(None, log_probs))):
+        return list(log_probs)
     isfinite = math.isfinite
     return [None if v is None or not isfinite(v) else float(v) for v in log_probs]
 
@@ -108,31 +139,36 @@ class TripletRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON shape (see docs/triplet.schema.json)."""
+        return self._shape(list, dict)
+
+    def _shape(self, seq: Any, mapping: Any) -> dict[str, Any]:
+        """``to_dict`` with the containers passed through ``seq`` / ``mapping`` (copies, or as they are
+        for :meth:`to_json`, which only reads them)."""
         d: dict[str, Any] = {"trace_id": self.trace_id, "span_id": self.span_id}
         if self.rollout_id is not None:
             d["rollout_id"] = self.rollout_id
         if self.attempt_id is not None:
             d["attempt_id"] = self.attempt_id
         d["index"] = self.index
-        d["prompt"] = {"token_ids": list(self.prompt_ids)}
+        d["prompt"] = {"token_ids": seq(self.prompt_ids)}
         response: dict[str, Any] = {
-            "token_ids": list(self.response_ids),
-            "log_probs": None if self.log_probs is None else list(self.log_probs),
-            "mask": list(self.mask),
-            "provenance": list(self.provenance),
+            "token_ids": seq(self.response_ids),
+            "log_probs": None if self.log_probs is None else seq(self.log_probs),
+            "mask": seq(self.mask),
+            "provenance": seq(self.provenance),
         }
         if self.source_index is not None:
-            response["source_index"] = list(self.source_index)
+            response["source_index"] = seq(self.source_index)
         if self.text is not None:
             response["text"] = self.text
         d["response"] = response
         d["reward"] = self.reward
-        d["metadata"] = dict(self.metadata)
+        d["metadata"] = mapping(self.metadata)
         return d
 
     def to_json(self) -> str:
-        """One line of JSON (no NaN: log-probs use null)."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        """One line of JSON (no NaN: log-probs use null). One shared encoder, no container copies."""
+        return _ENCODER.encode(self._shape(_same, _same))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TripletRecord:

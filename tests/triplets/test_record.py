@@ -121,3 +121,47 @@ def test_non_finite_log_probs_become_null():
     assert normalize_log_probs([-math.inf, math.nan, -1.0], 3) == [None, None, -1.0]
     (rec,) = build_records([_call(log_probs=[-math.inf, -1.0, -2.0, math.inf])])
     assert json.loads(rec.to_json())["response"]["log_probs"] == [None, -1.0, -2.0, None]
+
+
+def _slow_log_probs(values, n):
+    """The per-token definition the fast path must agree with."""
+    if values is None or len(values) != n:
+        return None
+    return [None if v is None or not math.isfinite(v) else float(v) for v in values]
+
+
+@pytest.mark.parametrize("values", [
+    [-0.5, -1.25, 0.0], [-0.5, None, -1.0], [-0.5, float("nan")], [float("-inf"), -1.0], [-1e308, -1e308],
+    [-1, -2.5], (-0.25, -0.75), [],
+])
+def test_log_prob_fast_path_agrees_with_the_per_token_rule(values):
+    out = normalize_log_probs(values, len(values))
+    assert out == _slow_log_probs(values, len(values))
+    assert out is not values and all(v is None or type(v) is float for v in out)
+
+
+def test_provenance_codes_copies_and_converts_odd_inputs():
+    codes = [1, 1, 0, 2]
+    out = provenance_codes(codes)
+    assert out == codes and out is not codes
+    assert provenance_codes((True, 0, 2.0)) == [1, 0, 2] and all(type(v) is int for v in provenance_codes((True, 2.0)))
+    assert provenance_codes(["sampled", "inserted", "shifted", "sampled"]) == [1, 0, 2, 1]
+    assert provenance_codes(["sampled", 0]) == [1, 0]
+    with pytest.raises(ValueError):
+        provenance_codes([1, 7])
+    with pytest.raises(ValueError):
+        provenance_codes([1, "sampled"])
+    with pytest.raises(KeyError):
+        provenance_codes(["sampled", "guessed"])
+
+
+def test_to_json_matches_json_dumps_of_to_dict():
+    rec = TripletRecord(trace_id="ab" * 16, span_id="cd" * 8, index=0, prompt_ids=[1, 2], response_ids=(5, 6),
+                        mask=[1, 0], provenance=[1, 0], log_probs=[-0.5, None], text="é <|im_end|>",
+                        metadata={"x": [1, 2]})
+    expected = json.dumps(rec.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert rec.to_json() == expected
+    d = rec.to_dict()
+    d["response"]["token_ids"].append(7)
+    d["metadata"]["x"] = None
+    assert rec.response_ids == (5, 6) and rec.metadata == {"x": [1, 2]}  # to_dict copies
