@@ -268,6 +268,13 @@ def main(argv: list[str] | None = None) -> None:
         acked = n_spans / r["send_seconds"]
         print(f"{name:32} {n_spans:>6} {mb:>6.1f} {serve_rate:>19,.0f} {unit_rate:>9,.0f} {acked:>14,.0f} "
               f"{n_spans / parse_s:>14,.0f} {n_spans / views_s:>24,.0f}")
+    targets = {"(a) no LLM spans": 30_000, "(b) 1k-token LLM span + 1 edit": 3_000}
+    print("ratios (same run): end-to-end (unit)/s vs its target; end-to-end spans/s vs the raw decode rates")
+    for name, n_spans, unit, r, parse_s, views_s, _ in rows:
+        unit_rate, serve_rate = unit / r["seconds"], n_spans / r["seconds"]
+        print(f"  {name:32} {unit_rate / targets[name]:>6.1%} of target {targets[name]:,}/s; "
+              f"{serve_rate * parse_s / n_spans:>6.2%} of parse, {serve_rate * views_s / n_spans:>6.1%} of "
+              f"parse+all-attrs")
     for name, _, _, r, *_ in rows:
         print(f"  {name}: {r['traces']} traces, {r['triplets']} triplets, {r['corrected']} corrected, "
               f"{r['internal_errors']} internal errors, {r['seconds']:.2f}s end to end "
