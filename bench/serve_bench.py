@@ -102,8 +102,9 @@ def llm_traces(tok, n_traces: int, per_request: int, rng: random.Random, tokens:
         variants.append(text[:at] + " Paris" + text[at + 5:])
     out, batch = [], []
     t0 = 1_700_000_000_000_000_000
-    logprobs = [round(-0.01 * (i % 50), 3) for i in range(len(ids))]
     for n in range(n_traces):
+        # distinct per span, as in real traces: equal strings would hit the middle's parse cache
+        logprobs = [round(-0.01 * ((i + n) % 50) - 1e-6 * n, 6) for i in range(len(ids))]
         tid = rng.getrandbits(128).to_bytes(16, "big")
         root_id = rng.getrandbits(64).to_bytes(8, "big")
         llm_id = rng.getrandbits(64).to_bytes(8, "big")
