@@ -378,9 +378,7 @@ def is_llm_span(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> bool
 def has_response_key(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> bool:
     """Cheap pre-check (no parsing) used on the hot path."""
     attrs = span.attributes
-    if isinstance(attrs, dict):
-        return not conv.response_key_set.isdisjoint(attrs)
-    return any(key in attrs for key in conv.response_keys)
+    return not conv.response_key_set.isdisjoint(attrs if isinstance(attrs, dict) else attrs.keys())
 
 
 def idless_llm_reason(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> str | None:
@@ -519,7 +517,7 @@ def _logprobs_from(value: Any, conv: Conventions) -> list[float] | None:
         else:
             return None
     if isinstance(obj, (list, tuple)):
-        if all(isinstance(x, Mapping) for x in obj):
+        if set(map(type, obj)) <= {dict} or all(isinstance(x, Mapping) for x in obj):
             return _float_list([x.get("logprob") for x in obj])
         return _float_list(obj)
     return None
@@ -528,6 +526,11 @@ def _logprobs_from(value: Any, conv: Conventions) -> list[float] | None:
 def _float_list(values: Any) -> list[float] | None:
     if not isinstance(values, (list, tuple)):
         return None
+    kinds = set(map(type, values))
+    if kinds <= {float}:  # the usual case (parsed JSON): checked in C, no per-token Python loop
+        return list(values)
+    if kinds <= {float, int}:  # bool is a subclass of int but its own type here, so it is excluded
+        return list(map(float, values))
     out: list[float] = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -536,20 +539,21 @@ def _float_list(values: Any) -> list[float] | None:
     return out
 
 
-def read_model(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> str | None:
-    for key in conv.model_keys:
+def _first_str(span: SpanView, keys: Sequence[str]) -> str | None:
+    """The first non-empty string among ``keys`` (key lists are in priority order)."""
+    for key in keys:
         value = span.attributes.get(key)
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def read_model(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> str | None:
+    return _first_str(span, conv.model_keys)
 
 
 def read_response_id(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> str | None:
-    for key in conv.response_id_keys:
-        value = span.attributes.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
+    return _first_str(span, conv.response_id_keys)
 
 
 # --- edit events -----------------------------------------------------------------------------------

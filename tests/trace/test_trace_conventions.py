@@ -152,3 +152,15 @@ def test_rewards_all_formats() -> None:
 def test_llm_helper_round_trip() -> None:
     s = llm(T, [1, 2, 3])
     assert cv.read_response_ids(s).ids == [1, 2, 3]
+
+
+def test_logprob_lists_accept_numbers_and_reject_bools_and_text():
+    """The C-speed fast path of the float-list reader must keep the per-element rules."""
+    from otel_tokenfix.trace.conventions import _float_list
+
+    assert _float_list([0.5, -1.25]) == [0.5, -1.25]
+    ints = _float_list([1, 2.5])
+    assert ints == [1.0, 2.5] and all(type(x) is float for x in ints)
+    assert _float_list([True, 0.1]) is None
+    assert _float_list([0.1, "x"]) is None
+    assert _float_list("0.1") is None
