@@ -8,13 +8,8 @@ a change in another folder cannot silently weaken the reliability figures.
 from __future__ import annotations
 
 import json
-import os
-import queue
 import random
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -29,6 +24,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from otel_tokenfix.otlp.decode import attributes
+from otel_tokenfix.service.child import ServeProcess
+from otel_tokenfix.service.child import start_serve as _start
 
 from .harness import (
     MODEL,
@@ -43,7 +40,6 @@ from .harness import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-READY = "otel-tokenfix serve ready"
 
 
 def free_port() -> int:
@@ -52,35 +48,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class Serve:
-    """One ``otel-tokenfix serve`` child process."""
-
-    proc: subprocess.Popen
-    http: str = ""
-    grpc: str = ""
-    stderr: list[str] = field(default_factory=list)
-    ready_s: float = 0.0  # seconds from spawn to the ready line
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill9(self) -> None:
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self, timeout: float = 120.0) -> int:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-            raise AssertionError("serve ignored SIGTERM:\n" + self.stderr_text()) from None
-
-    def stderr_text(self) -> str:
-        return "\n".join(self.stderr[-60:])
+Serve = ServeProcess  # one ``otel-tokenfix serve`` child process (the package's launcher)
 
 
 def start_serve(
@@ -92,62 +60,10 @@ def start_serve(
     env: dict | None = None,
     timeout: float = 120.0,
 ) -> Serve:
-    """Spawn ``serve`` and wait for its ready line (which comes after any spool replay)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "otel_tokenfix.cli.main",
-        "serve",
-        "-o",
-        str(output),
-        "--http",
-        http,
-        "--grpc",
-        grpc,
-        "--stats-interval",
-        "0",
-        "--log-level",
-        "warning",
-        *args,
-    ]
-    if tokenizer_dir is not None:
-        cmd += ["--tokenizer", f"{MODEL}={tokenizer_dir}"]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO)
-    sp = Serve(proc)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump_out() -> None:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.put(line)
-        lines.put(None)
-
-    def pump_err() -> None:
-        for line in proc.stderr:  # type: ignore[union-attr]
-            sp.stderr.append(line.rstrip())
-
-    threading.Thread(target=pump_out, daemon=True).start()
-    threading.Thread(target=pump_err, daemon=True).start()
-    deadline = t0 + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if line is None:
-            proc.wait()
-            raise AssertionError(f"serve exited with {proc.returncode} before ready:\n{sp.stderr_text()}")
-        if line.startswith(READY):
-            sp.ready_s = time.monotonic() - t0
-            for part in line.split():
-                if part.startswith("http="):
-                    sp.http = part[5:]
-                elif part.startswith("grpc="):
-                    sp.grpc = part[5:]
-            return sp
-    sp.kill9()
-    raise AssertionError(f"serve not ready after {timeout}s:\n{sp.stderr_text()}")
+    """Spawn ``serve`` (quiet logs) and wait for its ready line (which comes after any spool replay)."""
+    tokenizer = f"{MODEL}={tokenizer_dir}" if tokenizer_dir is not None else None
+    return _start(output, "--log-level", "warning", *args, tokenizer=tokenizer, http=http, grpc=grpc, env=env,
+                  timeout=timeout, cwd=REPO)
 
 
 # --- workload as OTLP requests ------------------------------------------------------------------------------
