@@ -35,6 +35,7 @@ from ..trace import conventions as cv
 from ..trace.assembly import EARLY_REASONS, REASON_FLUSH, REASON_SHUTDOWN, Release, TraceAssembly, ids_weight
 from ..trace.conventions import Conventions
 from ..trace.corrector import as_lookup, correct_release
+from .downstream import batch_emit
 from .spans import corrected_copy, plain_attributes, to_view
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class TokenFixSpanProcessor(SpanProcessor):
     def downstream(self, processor: SpanProcessor) -> None:
         self._downstream = processor
         self._downstream_on_end = processor.on_end  # bound once: the hot path calls it for every span
+        self._downstream_emit = batch_emit(processor)  # its queue, when that is exactly its on_end
 
     def __init__(
         self,
@@ -125,6 +127,9 @@ class TokenFixSpanProcessor(SpanProcessor):
         self._response_keys = self.conventions.response_key_set
         self._watch_keys = self.conventions.watch_key_set
         self._root_ended_unlocked = assembly.root_ended_unlocked
+        self._note_root = assembly.note_root_unlocked
+        self._held_traces, self._held_express = assembly.holding
+        self._clock = clock
         self._lock = threading.Lock()
         self._counters = {name: _ThreadCounter() for name in COUNTERS}
         self._passed_fast = _FastCounter()  # spans passed on the hot path (added to "passed" in stats)
@@ -171,49 +176,95 @@ class TokenFixSpanProcessor(SpanProcessor):
                 logger.exception("tokenfix: downstream _on_ending raised")
 
     def on_end(self, span: ReadableSpan) -> None:
-        # The hot paths read the SDK's own containers at C speed (the events deque, the attributes' inner
-        # dict) and touch as few objects as possible; any other ReadableSpan takes the general path.
+        # The hot paths (a plain span, a plain local root, an LLM span without events) are written out here
+        # rather than in helpers — a Python call costs as much as the work — read the SDK's own containers
+        # at C speed (the events deque, the attributes' inner dict, the context tuples) and touch as few
+        # objects as possible; any other ReadableSpan takes the general path.
         try:
             attrs = span._attributes._dict  # noqa: SLF001
-            evented = bool(span._events._dq)  # noqa: SLF001
+            evented = span._events._dq  # noqa: SLF001
+            ctx = span._context  # noqa: SLF001
+            parent = span._parent  # noqa: SLF001
+            watched = evented or not self._watch_keys.isdisjoint(attrs)
         except Exception:  # noqa: BLE001 - not the SDK's containers
-            evented = True
-        if evented:
             self._on_end_general(span)
             return
-        if not self._watch_keys.isdisjoint(attrs):
-            if not self._response_keys.isdisjoint(attrs):
-                self._hold_llm(span, attrs)  # an LLM span without events: held as it is
-            else:  # an LLM call without ids (e.g. tokenfix.capture.status): remembered for its trace's edits
-                self._on_end_general(span)
+        if watched:
+            if evented or self._response_keys.isdisjoint(attrs):
+                self._on_end_general(span)  # an edit carrier, or an LLM call without ids
+                return
+            # an LLM span without events, held as it is: the express lane when it can take it
+            if parent is not None and not parent[2] and ctx[3] & 1 and not self._shutdown:
+                held = False
+                try:
+                    response_id = None
+                    for key in self._response_id_keys:
+                        value = attrs.get(key)
+                        if value.__class__ is str and value:
+                            response_id = value
+                            break
+                    weight = ids_weight(attrs, self.conventions)
+                    now = self._clock()
+                    with self._lock:
+                        held = self._assembly.hold_express(ctx[0], ctx[1], span, weight, response_id, now)
+                except Exception:  # noqa: BLE001 - the general hold below still takes it
+                    self._count("internal_errors")
+                    logger.exception("tokenfix: express hold failed")
+                if held:
+                    self._held_tick()
+                    return
+            self._hold_llm(span, attrs)
             return
-        # neither an LLM span nor an edit carrier: it passes now
-        try:
-            parent = span._parent  # noqa: SLF001
-            # a local root (SpanContext is a tuple: [0] trace id, [2] is_remote) releases its trace's held
-            # spans first; lock-free when nothing at all is held
-            if (parent is None or parent[2]) and not self._root_ended_unlocked(span._context[0]):  # noqa: SLF001
-                self._plain_root(span)
-        except Exception:  # noqa: BLE001 - never raise into user code; the span still goes out
-            self._count("internal_errors")
-            logger.exception("tokenfix: handling a root span failed")
+        # neither an LLM span nor an edit carrier: it passes now; a local root (a SpanContext is a tuple:
+        # [0] trace id, [2] is_remote) first releases its trace's held spans, lock-free when none are held
+        if parent is None or parent[2]:
+            try:
+                self._note_root(ctx[0])  # assembly.root_ended_unlocked, inlined
+                if self._held_traces or self._held_express:
+                    self._plain_root(ctx[0])
+            except Exception:  # noqa: BLE001 - never raise into user code; the span still goes out
+                self._count("internal_errors")
+                logger.exception("tokenfix: handling a root span failed")
         self._passed_tick()
         try:
-            self._downstream_on_end(span)
+            emit = self._downstream_emit
+            if emit is not None and span.__class__ is ReadableSpan:  # exactly BatchSpanProcessor.on_end
+                if ctx and ctx[3] & 1:  # [3]: trace flags; bit 0: sampled
+                    emit(span)
+            else:
+                self._downstream_on_end(span)
         except Exception:  # noqa: BLE001
             self._count("downstream_errors")
             logger.exception("tokenfix: downstream on_end raised")
 
-    def _plain_root(self, span: ReadableSpan) -> None:
+    def _plain_root(self, trace_id: int) -> None:
         """A local root that is neither held nor an edit carrier ended: release its trace's held spans
         (before the root goes downstream: a trace-assembling exporter then sees the root last, as it
         would without us). Called when ``root_ended_unlocked`` could not settle it without the lock."""
         try:
             if self._shutdown:
                 return
-            trace_id = span.context.trace_id
+            now = self._clock()
+            releases: list[Release] = []
             with self._lock:
-                releases = self._assembly.end_root(trace_id)
+                spans = self._assembly.end_express(trace_id, now)
+                if spans is None:
+                    releases = self._assembly.end_root(trace_id)
+            if spans is not None:  # an express trace: no edits anywhere, its spans go out as they came
+                tick = self._plain_fast.tick
+                emit = self._downstream_emit
+                for span in spans:
+                    tick()
+                    if emit is not None and span.__class__ is ReadableSpan:  # as in _forward
+                        try:
+                            ctx = span._context  # noqa: SLF001
+                            if ctx and ctx[3] & 1:
+                                emit(span)
+                        except Exception:  # noqa: BLE001
+                            self._count("downstream_errors")
+                            logger.exception("tokenfix: downstream on_end raised")
+                    else:
+                        self._forward(span)
             for release in releases:
                 self._process_one(release)
         except Exception:  # noqa: BLE001 - never raise into user code; the root is forwarded by the caller
@@ -237,9 +288,16 @@ class TokenFixSpanProcessor(SpanProcessor):
                     response_id = value
                     break
             weight = ids_weight(attrs, self.conventions)
+            local_root = parent is None or parent[2]
+            if not local_root:
+                now = self._clock()
+                with self._lock:
+                    held = self._assembly.hold_express(ctx[0], ctx[1], span, weight, response_id, now)
+                if held:
+                    self._held_tick()
+                    return
             with self._lock:
-                releases = self._assembly.add_held(ctx[0], ctx[1], span, parent is None or parent[2], weight,
-                                                   response_id)
+                releases = self._assembly.add_held(ctx[0], ctx[1], span, local_root, weight, response_id)
             held = True
             self._held_tick()
             for release in releases:
@@ -265,7 +323,7 @@ class TokenFixSpanProcessor(SpanProcessor):
                 local_root = parent is None or parent.is_remote
                 if self._watch_keys.isdisjoint(attrs):  # a plain span in non-SDK containers
                     if local_root and not self._root_ended_unlocked(ctx.trace_id):
-                        self._plain_root(span)
+                        self._plain_root(ctx.trace_id)
                     forwarded = True
                     self._count("passed")
                     self._forward(span)
@@ -357,6 +415,8 @@ class TokenFixSpanProcessor(SpanProcessor):
             hold_timeout=a.hold_timeout, root_grace=a.root_grace, late_grace=a.late_grace, clock=a.clock,
         )
         self._root_ended_unlocked = self._assembly.root_ended_unlocked
+        self._note_root = self._assembly.note_root_unlocked
+        self._held_traces, self._held_express = self._assembly.holding
         self._stop = threading.Event()
         self._start_timer()
 
@@ -389,8 +449,15 @@ class TokenFixSpanProcessor(SpanProcessor):
             self._counters[name].add(n)
 
     def _forward(self, span: ReadableSpan) -> None:
+        """``downstream.on_end(span)``, straight to its batch queue when that is the same (see downstream.py)."""
         try:
-            self.downstream.on_end(span)
+            emit = self._downstream_emit
+            if emit is not None and span.__class__ is ReadableSpan:
+                ctx = span._context  # noqa: SLF001
+                if ctx and ctx[3] & 1:
+                    emit(span)
+            else:
+                self._downstream_on_end(span)
         except Exception:  # noqa: BLE001
             self._count("downstream_errors")
             logger.exception("tokenfix: downstream on_end raised")
@@ -414,14 +481,10 @@ class TokenFixSpanProcessor(SpanProcessor):
             # no edit event anywhere in the trace: nothing can change and no exporter downstream can
             # misapply one, so the spans go out as they came (no ids parsed, no copy, no mark)
             tick = self._plain_fast.tick
-            downstream = self.downstream
+            forward = self._forward
             for span in spans:
                 tick()
-                try:
-                    downstream.on_end(span)
-                except Exception:  # noqa: BLE001
-                    self._count("downstream_errors")
-                    logger.exception("tokenfix: downstream on_end raised")
+                forward(span)
             return
         overlays: Mapping[int, Mapping[str, Any]] = {}
         views: tuple[Any, ...] = ()

@@ -179,6 +179,7 @@ class TraceAssembly:
 
     # slots: the SDK processor's hot path reads and writes a dozen of these per span
     __slots__ = ("_by_response", "_by_span", "_ended_roots", "_express", "_express_log", "_grace", "_hold",
+                 "_root_notes", "note_root_unlocked",
                  "_late_part", "_memory", "_next_due", "_released_responses", "_released_spans", "_released_traces",
                  "_remember", "_traces", "clock", "context_spans", "conventions", "held_ids", "held_spans",
                  "hold_timeout", "late_edits", "late_grace", "max_ids", "max_spans", "max_traces", "recent_late",
@@ -223,6 +224,11 @@ class TraceAssembly:
         self._released_traces = _Memory(memory)
         #: traces whose local root already ended: a later part of one is not waited for (no root will end it)
         self._ended_roots = _Memory(memory)
+        #: local roots noted without the lock (:attr:`note_root_unlocked`), folded into ``_ended_roots``
+        #: under the lock before anything reads it
+        self._root_notes: deque[int] = deque(maxlen=memory)
+        #: ``note_root_unlocked(trace_id)``: one C call (``deque.append``, atomic), see root_ended_unlocked
+        self.note_root_unlocked = self._root_notes.append
         self._late_part = False
         #: the express lane (see add_held): trace id -> [created, ids, response ids, item, span id, item, ...]
         self._express: dict[int, list[Any]] = {}
@@ -292,8 +298,7 @@ class TraceAssembly:
             if e is None:
                 # [created, ids, response ids or None, item, span id, item, span id, ...]: one list per trace
                 e = express[trace_id] = [now, weight, None, item, span_id]  # stored before reading the ended roots
-                ended = self._ended_roots
-                if trace_id in ended.cur or trace_id in ended.prev:  # a late part: the full path handles it
+                if self._root_ended(trace_id):  # a late part: the full path handles it
                     del express[trace_id]
                     e = None
                 else:
@@ -321,6 +326,62 @@ class TraceAssembly:
         self._after_add(entry, trace_id, local_root, True, now, releases)
         return releases
 
+    def hold_express(self, trace_id: int, span_id: int, item: Any, weight: int, response_id: str | None,
+                     now: float) -> bool:
+        """:meth:`add_held`'s commonest case in the fewest steps (the SDK processor's hot path): a span that is
+        not a local root joins the express lane when nothing else is due — no timeout or grace due, no bound
+        reached, its trace neither held otherwise nor past its root. Returns False having changed nothing
+        when any of that fails: the caller then calls :meth:`add_held`, which handles every case."""
+        traces = self._traces
+        if now >= self._next_due or self._late_part or (traces and trace_id in traces):
+            return False
+        spans = self.held_spans + 1
+        ids = self.held_ids + weight
+        if spans + self.context_spans > self.max_spans or ids > self.max_ids:
+            return False
+        express = self._express
+        e = express.get(trace_id)
+        if e is None:
+            if len(express) + len(traces) >= self.max_traces:
+                return False
+            e = express[trace_id] = [now, weight, None, item, span_id]  # stored before reading the ended roots
+            if self._root_ended(trace_id):  # a late part: add_held handles it
+                del express[trace_id]
+                return False
+            due = now + self.hold_timeout
+            if due < self._next_due:
+                self._next_due = due
+        else:
+            e[1] += weight
+            e += (item, span_id)
+        if response_id:
+            if e[2] is None:
+                e[2] = []
+            e[2].append(response_id)
+        self.held_spans = spans
+        self.held_ids = ids
+        return True
+
+    def end_express(self, trace_id: int, now: float) -> list[Any] | None:
+        """:meth:`end_root`'s commonest case in the fewest steps: the local root of an express trace ended
+        and nothing else is due. Returns the trace's held items (all complete, to forward as they are:
+        an express trace has no edits), or None having changed nothing: the caller then calls
+        :meth:`end_root`."""
+        if now >= self._next_due:
+            return None
+        e = self._express.pop(trace_id, None)
+        if e is None:
+            return None
+        ended = self._ended_roots
+        cur = ended.cur
+        cur[trace_id] = None
+        if len(cur) > ended.size:
+            ended.rotate()
+        self.held_spans -= (len(e) - 3) >> 1
+        self.held_ids -= e[1]
+        self._express_log.append((trace_id, e[4::2], e[2]))
+        return e[3::2]
+
     def end_root(self, trace_id: int, now: float | None = None) -> list[Release]:
         """A local root that is neither held nor remembered ended (the hot path: the edge need not build a
         SpanView for it). Same effect as :meth:`add` of such a span."""
@@ -346,19 +407,22 @@ class TraceAssembly:
 
     def root_ended_unlocked(self, trace_id: int) -> bool:
         """Note that a local root with nothing else to do ended, *without* the caller's lock (the SDK
-        processor's root fast path). Returns False when the caller must call :meth:`end_root` under its
-        lock instead (something is held: this trace may be, or a timeout may be due; or the memory of
-        ended roots must rotate).
+        processor's root fast path, which inlines exactly this: :attr:`note_root_unlocked` then a look at
+        :attr:`holding`). Returns False when the caller must call :meth:`end_root` under its lock instead
+        (something is held: this trace may be, or a timeout may be due).
 
-        Why it is safe: the note is one dict store, made before reading whether anything is held; a span
-        that starts holding this trace (under the lock) is stored before :meth:`_new_entry` reads the
-        notes. Whatever the interleaving, one side sees the other: either this call returns False (the
-        caller releases the trace under the lock) or the new entry sees the root ended (a late part)."""
-        if self._traces or self._express:  # busy: end_root (under the caller's lock) notes the root
-            return False
-        ended = self._ended_roots.cur
-        ended[trace_id] = None
-        return not self._traces and not self._express and len(ended) <= self._ended_roots.size
+        Why it is safe: the note is one atomic append, made before reading whether anything is held; a span
+        that starts holding a trace (under the lock) is stored before the notes are read (:meth:`_root_ended`
+        folds them first). Whatever the interleaving, one side sees the other: either this call returns False
+        (the caller releases the trace under the lock) or the new entry sees the root ended (a late part)."""
+        self.note_root_unlocked(trace_id)
+        return not self._traces and not self._express
+
+    @property
+    def holding(self) -> tuple[Mapping[int, Any], Mapping[int, Any]]:
+        """The two containers of held traces (full entries, express lane): the same objects for the
+        assembly's life, so a lock-free caller may keep them and test ``a or b`` (see root_ended_unlocked)."""
+        return self._traces, self._express
 
     def released_reason(self, trace_id: int) -> str | None:
         """Why a recently released trace left (``""``: it had no held spans); ``None`` if not remembered."""
@@ -417,11 +481,13 @@ class TraceAssembly:
                 for response_id in response_ids:
                     self._by_response[response_id] = trace_id
             moved.append(entry)
-        merged = heapq.merge(self._traces.values(), moved, key=lambda t: t.created)
-        # the full entries are in place before the express lane empties: a lock-free root_ended_unlocked
-        # always sees a held trace in one or the other
-        self._traces = OrderedDict((t.trace_id, t) for t in merged)
-        self._express = {}
+        merged = list(heapq.merge(self._traces.values(), moved, key=lambda t: t.created))
+        # rebuilt in place (the containers are shared with lock-free readers, see ``holding``); the full
+        # entries are in place before the express lane empties, so such a reader always sees a held trace
+        traces = self._traces
+        traces.clear()
+        traces.update((t.trace_id, t) for t in merged)
+        express.clear()
 
     def _fold(self) -> None:
         """Write express releases into the memories of released spans, responses and traces (in order)."""
@@ -437,6 +503,16 @@ class TraceAssembly:
                 self._released_traces.set(trace_id, reason)
 
     # --- internals ---------------------------------------------------------------------------------
+    def _root_ended(self, trace_id: int) -> bool:
+        """Whether ``trace_id``'s local root ended recently (after folding the lock-free notes)."""
+        notes = self._root_notes
+        if notes:
+            popleft = notes.popleft
+            ended = self._ended_roots
+            for _ in range(len(notes)):  # appends may continue meanwhile, at the other end
+                ended.set(popleft(), None)
+        return trace_id in self._ended_roots
+
     def _put(self, entry: _Trace, span_id: int, item: Any, weight: int, response_id: str | None) -> None:
         entry.held.append(item)
         entry.span_ids.append(span_id)
@@ -484,7 +560,7 @@ class TraceAssembly:
         due = now + self.hold_timeout
         if due < self._next_due:
             self._next_due = due
-        if trace_id in self._ended_roots:
+        if self._root_ended(trace_id):
             # a late part of a trace whose local root already ended (an agent's root returned before its
             # last step): no root will end it, so it waits out the root grace, not the hold timeout
             entry.root_ended = True
@@ -636,7 +712,11 @@ def ids_weight(attributes: Mapping[str, Any], conv: Conventions = cv.DEFAULT_CON
     for key in conv.id_key_set.intersection(attributes):
         value = attributes[key]
         kind = value.__class__
-        if kind is tuple or kind is list or isinstance(value, (tuple, list)):
+        if kind is tuple or kind is list:
+            total += len(value)
+        elif kind is str:
+            total += len(value) // 6
+        elif isinstance(value, (tuple, list)):
             total += len(value)
         elif isinstance(value, str):
             total += len(value) // 6
