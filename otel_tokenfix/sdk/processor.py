@@ -32,7 +32,15 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanLimits, SpanProcessor
 
 from ..trace import conventions as cv
-from ..trace.assembly import EARLY_REASONS, REASON_FLUSH, REASON_SHUTDOWN, Release, TraceAssembly, ids_weight
+from ..trace.assembly import (
+    EARLY_REASONS,
+    REASON_FLUSH,
+    REASON_SHUTDOWN,
+    Release,
+    TraceAssembly,
+    ids_weight,
+    value_weight,
+)
 from ..trace.conventions import Conventions
 from ..trace.corrector import as_lookup, correct_release
 from .downstream import batch_emit
@@ -126,6 +134,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         )
         self._response_keys = self.conventions.response_key_set
         self._watch_keys = self.conventions.watch_key_set
+        self._id_keys = self.conventions.id_key_set
         self._root_ended_unlocked = assembly.root_ended_unlocked
         self._note_root = assembly.note_root_unlocked
         self._held_traces, self._held_express = assembly.holding
@@ -203,7 +212,10 @@ class TokenFixSpanProcessor(SpanProcessor):
                         if value.__class__ is str and value:
                             response_id = value
                             break
-                    weight = ids_weight(attrs, self.conventions)
+                    weight = 0  # ids_weight, inlined
+                    for key in self._id_keys.intersection(attrs):
+                        value = attrs[key]
+                        weight += len(value) if value.__class__ is tuple else value_weight(value)
                     now = self._clock()
                     with self._lock:
                         held = self._assembly.hold_express(ctx[0], ctx[1], span, weight, response_id, now)

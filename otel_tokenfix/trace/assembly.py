@@ -233,7 +233,8 @@ class TraceAssembly:
         #: the express lane (see add_held): trace id -> [created, ids, response ids, item, span id, item, ...]
         self._express: dict[int, list[Any]] = {}
         #: express releases (all complete) not yet written into the released-span memories: (trace, span ids, rids)
-        self._express_log: deque[tuple[int, list[int], list[str] | None]] = deque(maxlen=memory)
+        #: (trace id, its express list: see add_held)
+        self._express_log: deque[tuple[int, list[Any]]] = deque(maxlen=memory)
         self.held_spans = 0
         #: token ids held (prompt + response attributes, estimated by length): memory is bounded by ids
         self.held_ids = 0
@@ -372,14 +373,10 @@ class TraceAssembly:
         e = self._express.pop(trace_id, None)
         if e is None:
             return None
-        ended = self._ended_roots
-        cur = ended.cur
-        cur[trace_id] = None
-        if len(cur) > ended.size:
-            ended.rotate()
+        self.note_root_unlocked(trace_id)  # folded into the ended roots when something reads them
         self.held_spans -= (len(e) - 3) >> 1
         self.held_ids -= e[1]
-        self._express_log.append((trace_id, e[4::2], e[2]))
+        self._express_log.append((trace_id, e))
         return e[3::2]
 
     def end_root(self, trace_id: int, now: float | None = None) -> list[Release]:
@@ -396,7 +393,7 @@ class TraceAssembly:
             spans = tuple(e[3::2])
             self.held_spans -= len(spans)
             self.held_ids -= e[1]
-            self._express_log.append((trace_id, e[4::2], e[2]))
+            self._express_log.append((trace_id, e))
             releases.append(Release(trace_id, spans, (), (), True, REASON_COMPLETE, True, _NO_NOTES, True))
             return releases
         entry = self._traces.get(trace_id)
@@ -493,9 +490,10 @@ class TraceAssembly:
         """Write express releases into the memories of released spans, responses and traces (in order)."""
         log = self._express_log
         while log:
-            trace_id, span_ids, response_ids = log.popleft()
+            trace_id, e = log.popleft()
             reason = REASON_COMPLETE
-            for span_id in span_ids:
+            response_ids = e[2]
+            for span_id in e[4::2]:
                 self._released_spans.set(span_id, reason)
             for response_id in response_ids or ():
                 self._released_responses.set(response_id, reason)
@@ -506,12 +504,15 @@ class TraceAssembly:
     def _root_ended(self, trace_id: int) -> bool:
         """Whether ``trace_id``'s local root ended recently (after folding the lock-free notes)."""
         notes = self._root_notes
+        ended = self._ended_roots
         if notes:
             popleft = notes.popleft
-            ended = self._ended_roots
+            cur = ended.cur
             for _ in range(len(notes)):  # appends may continue meanwhile, at the other end
-                ended.set(popleft(), None)
-        return trace_id in self._ended_roots
+                cur[popleft()] = None
+            if len(cur) > ended.size:
+                ended.rotate()
+        return trace_id in ended.cur or trace_id in ended.prev
 
     def _put(self, entry: _Trace, span_id: int, item: Any, weight: int, response_id: str | None) -> None:
         entry.held.append(item)
@@ -711,13 +712,14 @@ def ids_weight(attributes: Mapping[str, Any], conv: Conventions = cv.DEFAULT_CON
     total = 0
     for key in conv.id_key_set.intersection(attributes):
         value = attributes[key]
-        kind = value.__class__
-        if kind is tuple or kind is list:
-            total += len(value)
-        elif kind is str:
-            total += len(value) // 6
-        elif isinstance(value, (tuple, list)):
-            total += len(value)
-        elif isinstance(value, str):
-            total += len(value) // 6
+        total += len(value) if value.__class__ is tuple else value_weight(value)
     return total
+
+
+def value_weight(value: Any) -> int:
+    """:func:`ids_weight` of one attribute value."""
+    if isinstance(value, (tuple, list)):
+        return len(value)
+    if isinstance(value, str):
+        return len(value) // 6
+    return 0
