@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
@@ -32,12 +33,14 @@ def any_value(value: AnyValue) -> Any:
     if kind == "int_value":
         return value.int_value
     if kind == "array_value":
-        values = value.array_value.values
+        array = value.array_value
+        values = array.values
         if values and values[0].WhichOneof("value") == "int_value":  # the hot path: token ids
-            ints = tuple(v.int_value for v in values)
-            # a non-int element reads as 0: only zeros need a type check (cheap: most ids are not 0)
-            if 0 not in ints or all(values[i].WhichOneof("value") == "int_value" for i, x in enumerate(ints) if x == 0):
-                return ints
+            if len(values) >= _PACKED_FROM:
+                ints = packed_ints(array.SerializeToString(), len(values))
+                if ints is not None:
+                    return ints
+            return _int_tuple(values)
         return tuple(any_value(v) for v in values)
     if kind == "bool_value":
         return value.bool_value
@@ -48,6 +51,56 @@ def any_value(value: AnyValue) -> Any:
     if kind == "bytes_value":
         return bytes(value.bytes_value)
     return None
+
+
+def _int_tuple(values: Any) -> tuple[Any, ...]:
+    """An array whose first element is an int: one element at a time (the general path)."""
+    ints = tuple(v.int_value for v in values)
+    # a non-int element reads as 0: only zeros need a type check (cheap: most ids are not 0)
+    if 0 not in ints or all(values[i].WhichOneof("value") == "int_value" for i, x in enumerate(ints) if x == 0):
+        return ints
+    return tuple(any_value(v) for v in values)
+
+
+#: arrays from this many elements are read in bulk (below, numpy's per-call cost outweighs the per-element reads)
+_PACKED_FROM = 32
+_TAG_VALUES, _TAG_INT = 0x0A, 0x18  # ArrayValue.values (field 1, length-delimited); AnyValue.int_value (3, varint)
+
+
+def packed_ints(raw: bytes, n: int) -> tuple[int, ...] | None:
+    """The ints of a serialized ``ArrayValue`` of ``n`` elements, each an ``AnyValue`` holding only a
+    non-negative ``int_value`` below 2**63, decoded with a few numpy passes instead of ``n`` protobuf
+    element reads (a 1k-token array: about half the time, serialization included). ``None`` when the bytes
+    are anything else (a negative or other value, an empty element, an unknown field): the caller then
+    reads element by element.
+
+    Why the checks are complete: the bytes below 0x80 are each element's tag ``0A``, length, tag ``18``
+    and its varint's last byte; the varint's other bytes are >= 0x80. So with exactly ``4n`` such bytes at
+    ``h0 h1 h2 h3`` per element (the first at 0), the gaps ``h1-h0``, ``h2-h1`` and ``h0'-h3`` (``size-h3``
+    after the last) are each >= 1 and sum to ``size - sum(h3-h2)``: all are 1 exactly when that sum is
+    ``3n``. Then every element is ``0A <k+1> 18 <varint of k bytes>`` once its three header bytes match."""
+    b = np.frombuffer(raw, dtype=np.uint8)
+    size = b.size
+    term = (b < 0x80).nonzero()[0]
+    if n == 0 or term.size != 4 * n or term[0] != 0:
+        return None
+    heads = term.reshape(n, 4)
+    last = heads[:, 3]
+    k = last - heads[:, 2]  # bytes of each varint
+    if int(k.sum()) != size - 3 * n:
+        return None
+    kmax = int(k.max())
+    if kmax > 9:  # 10 bytes: a negative int64 (the general path)
+        return None
+    at = b[term].reshape(n, 4)
+    if not ((at[:, 0] == _TAG_VALUES).all() and (at[:, 2] == _TAG_INT).all() and (at[:, 1] == k + 1).all()):
+        return None
+    value = at[:, 3].astype(np.int64)  # Horner from each varint's last byte back to its first
+    if kmax > 1:
+        payload = (b & 0x7F).astype(np.int64)
+        for j in range(1, kmax):
+            value = np.where(k > j, value << 7 | payload[last - j], value)
+    return tuple(value.tolist())
 
 
 class LazyAttributes(Mapping[str, Any]):

@@ -67,6 +67,15 @@ def _may_carry_reward(span: SpanView) -> bool:
     return any(k in attrs for k in _REWARD_KEYS)
 
 
+def _has_edits(release: Release, conv: cv.Conventions) -> bool:
+    """Whether an edit event is in play for this trace: on one of its spans, on a span of another trace
+    aiming at it (foreign), or noted by the assembly. Without one, forwarded LLM spans go out untouched
+    (no ``tokenfix.status=unchanged`` mark), as the SDK processor sends such traces."""
+    if release.foreign or release.edit_notes:
+        return True
+    return any(view.events and cv.has_edit_events(view, conv) for view in release.all_spans)
+
+
 class ServiceUnavailable(Exception):
     """The request cannot be accepted now (correction backlog full, the spool cannot make it durable): the
     sender retries, after ``retry_after`` seconds if set."""
@@ -119,7 +128,8 @@ class PipelineOptions:
     backpressure_timeout: float = 1.0
     #: seconds a refused sender is told to wait (``Retry-After``, gRPC ``RetryInfo``)
     retry_after: float = 1.0
-    #: forwarded LLM spans without edits get ``tokenfix.status=unchanged`` (as the SDK processor's default)
+    #: in a trace with edits, forwarded LLM spans without an edit of their own get
+    #: ``tokenfix.status=unchanged`` (as the SDK processor's default); a trace without edits goes out untouched
     mark_unchanged: bool = True
 
 
@@ -409,8 +419,11 @@ class Pipeline:
 
     def _records(self, release: Release) -> tuple[list[TripletRecord], Any]:
         spans = release.all_spans
+        forwarding = self.forwarder is not None
         tc = correct_release(release, self.tokenizers, conventions=self._correct_conv,
-                             mark_unchanged=self.options.mark_unchanged and self.forwarder is not None)
+                             mark_unchanged=forwarding and self.options.mark_unchanged
+                             and _has_edits(release, self.conventions),
+                             overlays=forwarding)
         records: list[TripletRecord] = []
         if tc.calls:  # records are per LLM call: a trace without one has none (skip reading its rewards)
             records = build_triplets(tc, spans, self.options.triplets, complete=release.complete,

@@ -170,7 +170,8 @@ class _Pending:
 
 
 def correct_release(release: Any, tokenizers: Any, *, conventions: Conventions = cv.DEFAULT_CONVENTIONS,
-                    decode_text: bool = False, mark_unchanged: bool = False) -> TraceCorrection:
+                    decode_text: bool = False, mark_unchanged: bool = False,
+                    overlays: bool = True) -> TraceCorrection:
     """:func:`correct_trace` for a :class:`~otel_tokenfix.trace.assembly.Release`."""
     return correct_trace(
         release.all_spans,
@@ -182,6 +183,7 @@ def correct_release(release: Any, tokenizers: Any, *, conventions: Conventions =
         conventions=conventions,
         decode_text=decode_text,
         mark_unchanged=mark_unchanged,
+        overlays=overlays,
     )
 
 
@@ -196,6 +198,7 @@ def correct_trace(
     conventions: Conventions = cv.DEFAULT_CONVENTIONS,
     decode_text: bool = False,
     mark_unchanged: bool = False,
+    overlays: bool = True,
 ) -> TraceCorrection:
     """Correct every LLM span of one trace with the trace's edit events.
 
@@ -205,6 +208,8 @@ def correct_trace(
     every LLM span gets ``status=error`` with ``reason``, ids untouched. ``tokenizers``: see
     :func:`as_lookup`. ``decode_text``: decode ids to fill ``LLMCall.text`` when no text attribute has
     it. ``mark_unchanged``: also put ``tokenfix.status=unchanged`` on spans without edits.
+    ``overlays=False``: no corrected copy is wanted (triplets only): ``TraceCorrection.overlays`` stays
+    empty and its per-token attribute tuples are never built; the calls are the same.
     """
     conv = conventions
     lookup = as_lookup(tokenizers)
@@ -311,19 +316,20 @@ def correct_trace(
                 _attach(edit, target, None, issues)
 
     calls: list[LLMCall] = []
-    overlays: dict[int, dict[str, Any]] = {}
+    out: dict[int, dict[str, Any]] = {}
     applied = 0
     for index, p in enumerate(pending):
         try:
-            call, overlay = _correct_one(p, index, lookup, conv, apply_edits, reason, decode_text, mark_unchanged)
+            call, overlay = _correct_one(p, index, lookup, conv, apply_edits, reason, decode_text, mark_unchanged,
+                                         overlays)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the span
             call, overlay = _error_call(p, index, conv, f"internal error: {type(exc).__name__}: {exc}")
         calls.append(call)
-        if overlay:
-            overlays[p.span.span_id] = overlay
+        if overlay and overlays:
+            out[p.span.span_id] = overlay
         if call.corrected and not call.upstream:
             applied += call.edits
-    return TraceCorrection(trace_id, tuple(calls), overlays, tuple(issues), late, applied)
+    return TraceCorrection(trace_id, tuple(calls), out, tuple(issues), late, applied)
 
 
 def _attach(edit: EditEvent, target: _Pending | None, why: str | None, issues: list[EditIssue]) -> None:
@@ -432,6 +438,7 @@ def _correct_one(
     reason: str | None,
     decode_text: bool,
     mark_unchanged: bool,
+    overlays: bool = True,
 ) -> tuple[LLMCall, dict[str, Any]]:
     upstream_status = cv.read_status(p.span)
     if upstream_status is not None:
@@ -502,7 +509,7 @@ def _correct_one(
         method=correction.method,
         removed=int(correction.removed),
     )
-    return call, _overlay(call, conv)
+    return call, (_overlay(call, conv) if overlays else {})
 
 
 def _apply(tokenizer: Any, ids: list[int], logprobs: list[float] | None, edits: Iterable[EditEvent]) -> Any:

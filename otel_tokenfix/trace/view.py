@@ -36,6 +36,10 @@ class SpanView:
     parent_is_remote: bool = False
     #: The object this view was made from (ReadableSpan, protobuf Span, ...); edges only.
     source: Any = field(default=None, compare=False, repr=False)
+    #: Values the readers in ``conventions`` derived from ``attributes`` (parsed ids, logprobs), so a
+    #: 1k-token JSON string is parsed once per span however many readers ask. Not an init argument: a
+    #: ``dataclasses.replace`` copy (other attributes) starts with an empty memo.
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def is_local_root(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 
 import pytest
 
@@ -123,3 +124,50 @@ def test_queued_token_ids_bound_refuses_over_grpc_and_http_with_retry_hints(qwen
         pipeline.close()
     assert len(sink.records) == 12
     assert {r.trace_id for r in sink.records} == {format(r.trace_id, "032x") for r in runs}
+
+
+class RecordingForwarder:
+    """A next hop that keeps what it is given (the Forwarding protocol's two methods)."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def submit(self, items) -> None:
+        self.items.extend(items)
+
+    def close(self, timeout: float = 10.0) -> None:
+        pass
+
+
+def test_forward_marks_unchanged_only_in_traces_with_edits(qwen):
+    """As the SDK processor: a trace without any edit goes on untouched (the very protobuf spans, no
+    ``tokenfix.status``); in a trace with edits, an LLM span without its own edit is marked ``unchanged``."""
+    from otel_tokenfix.trace import conventions as cv
+
+    plain, _ = agent_requests(qwen, 2, edit=False)
+    edited, _ = agent_requests(qwen, 2)
+    for mark in (True, False):
+        fwd = RecordingForwarder()
+        pipeline = Pipeline(tokenizers={"qwen2.5": qwen}, sink=[], forwarder=fwd,
+                            options=PipelineOptions(root_grace=0, mark_unchanged=mark))
+        sent = {}
+        for req in plain + edited:
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        sent[(s.trace_id, s.span_id)] = s
+            pipeline.submit(req)
+        pipeline.close()
+        assert len(fwd.items) == len(sent)
+        plain_traces = {s.trace_id for r in plain for rs in r.resource_spans for ss in rs.scope_spans for s in ss.spans}
+        status = {}
+        for ref, span in fwd.items:
+            attrs = {kv.key: kv.value for kv in span.attributes}
+            if span.trace_id in plain_traces:
+                assert span is ref.span is sent[(span.trace_id, span.span_id)]  # untouched
+                assert cv.STATUS not in attrs
+            elif "response_token_ids" in attrs:
+                status[span.span_id] = attrs[cv.STATUS].string_value if cv.STATUS in attrs else None
+        # 3 LLM calls per edited run, 2 of them edited (agent_traces.TURNS)
+        assert Counter(status.values()) == {"corrected": 4, ("unchanged" if mark else None): 2}
+        assert pipeline.stats.unchanged == 2 + 6 and pipeline.stats.corrected == 4
