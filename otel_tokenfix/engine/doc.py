@@ -33,6 +33,8 @@ class Doc:
     disp_text: str  # the same, decoded
     clean: bool  # display == valid UTF-8 of the token bytes (byte-level check is a proof)
     bad: np.ndarray | None = None  # per segment between cuts: shows U+FFFD for invalid bytes (never an anchor)
+    gapless: bool = False  # the visible tokens are consecutive in ids (no hidden token between two of them)
+    any_added: bool = True  # some visible token is an added token (False: no anchor check needed)
 
 
 def reference_decode(tokenizer: Any, ids: Sequence[int], view: View) -> str:
@@ -75,25 +77,30 @@ def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray
     n = int(info.size)
     if view == "content":
         hid = (info & PACK_HIDDEN) != 0
-        if hid.any():
+        where = np.flatnonzero(hid)
+        if where.size:
+            pos = where.tolist()  # hidden tokens are few: walk their positions, not the whole mask
+            m = len(pos)
             lo = 0
-            while lo < n and hid[lo]:
+            while lo < m and pos[lo] == lo:
                 lo += 1
-            hi = n
-            while hi > lo and hid[hi - 1]:
+            hi, t = n, m
+            while t > lo and pos[t - 1] == hi - 1:
                 hi -= 1
-            if hi - lo > 0 and hid[lo:hi].any():
+                t -= 1
+            if t > lo:  # a hidden token between visible ones
                 vis = np.flatnonzero(~hid)
                 return vis, vis
             return np.arange(lo, hi), slice(lo, hi)
     return np.arange(n), slice(0, n)
 
 
-def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: int) -> np.ndarray:
+def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: int, nonempty: bool) -> np.ndarray:
     """Indices into the table's flat byte buffer of every byte of the given tokens, in order.
 
-    A cumulative sum of +1 steps with a jump at each token start: fewer passes than repeat + arange."""
-    if int(lens.min()) > 0:
+    A cumulative sum of +1 steps with a jump at each token start: fewer passes than repeat + arange (which
+    is used when some token has no bytes: two starts would fall on one offset)."""
+    if nonempty:
         inc = np.ones(total, dtype=np.int64)
         inc[0] = starts[0]
         inc[off[1:-1]] = starts[1:] - (starts[:-1] + lens[:-1] - 1)
@@ -101,9 +108,11 @@ def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: in
     return np.repeat(starts - off[:-1], lens) + np.arange(total, dtype=np.int64)
 
 
-def visible_bytes(
-    table: TokenTable, info: np.ndarray, view: View
-) -> tuple[np.ndarray, np.ndarray | slice, np.ndarray, np.ndarray, bytes]:
+#: What ``visible_bytes`` returns: positions, selector, byte offsets, bytes as an array and as ``bytes``.
+Shown = tuple[np.ndarray, np.ndarray | slice, np.ndarray, np.ndarray, bytes]
+
+
+def visible_bytes(table: TokenTable, info: np.ndarray, view: View) -> Shown:
     """The visible tokens' positions and selector, the byte offset of each (plus the end), and their
     bytes (as an array and as ``bytes``): numpy gathers only, no per-token Python."""
     vis, sel = visible(table, info, view)
@@ -113,17 +122,29 @@ def visible_bytes(
     np.cumsum(lens, out=off[1:])
     total = int(off[-1])
     if total:
-        raw = table.flat[_byte_index((vinfo >> PACK_START_SHIFT).view(np.int64), lens, off, total)]
+        nonempty = not table.has_empty or int(lens.min()) > 0
+        idx = _byte_index((vinfo >> PACK_START_SHIFT).view(np.int64), lens, off, total, nonempty)
+        raw = table.flat[idx]
         return vis, sel, off, raw, raw.tobytes()
     return vis, sel, off, np.zeros(0, dtype=np.uint8), b""
 
 
 def build_doc(
-    table: TokenTable, tokenizer: Any, ids: list[int], arr: np.ndarray, info: np.ndarray, view: View
+    table: TokenTable,
+    tokenizer: Any,
+    ids: list[int],
+    arr: np.ndarray,
+    info: np.ndarray,
+    view: View,
+    shown: Shown | None = None,
 ) -> Doc | None:
-    """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes)."""
-    vis, sel, off, raw, b = visible_bytes(table, info, view)
+    """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes).
+    ``shown``: ``visible_bytes`` of the same ids and view, if the caller already has it."""
+    vis, sel, off, raw, b = visible_bytes(table, info, view) if shown is None else shown
     vids = arr[sel]
+    nv = int(vids.size)
+    gapless = nv == 0 or int(vis[-1]) - int(vis[0]) == nv - 1
+    any_added = bool(table.added_ids) and bool(table.added[vids].any())
     s0 = 1 if table.strip_leading_space and b[:1] == b" " else 0
     try:
         disp_text = b[s0:].decode("utf-8")
@@ -131,7 +152,6 @@ def build_doc(
     except UnicodeDecodeError:
         disp_text = ""
         clean = False
-    nv = int(vids.size)
     if clean:
         inner = off[1:-1]
         ok = np.ones(nv + 1, dtype=bool)
@@ -139,7 +159,7 @@ def build_doc(
             ok[1:-1] = (raw[inner] & 0xC0) != 0x80
         cut_k = np.flatnonzero(ok)
         cut_d = np.maximum(off[cut_k] - s0, 0)
-        return Doc(ids, vis, vids, cut_k, cut_d, b[s0:], disp_text, True)
+        return Doc(ids, vis, vids, cut_k, cut_d, b[s0:], disp_text, True, None, gapless, any_added)
     # Dirty: invalid UTF-8 in the token bytes (a response cut mid-character, an SPM byte run). Cut only
     # where the decoder provably restarts, decode the few segments holding invalid bytes like the decoder
     # does (the rest shows its bytes as they are), and check the whole against the real decode.
@@ -182,7 +202,7 @@ def build_doc(
     if disp != reference_decode(tokenizer, ids, view):
         return None
     cut_d = np.maximum(seg_b + np.cumsum(shift) - strip, 0)
-    return Doc(ids, vis, vids, ks, cut_d, disp_b[strip:], disp, False, bad)
+    return Doc(ids, vis, vids, ks, cut_d, disp_b[strip:], disp, False, bad, gapless, any_added)
 
 
 _TLS = threading.local()

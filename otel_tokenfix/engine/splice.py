@@ -41,12 +41,11 @@ def _anchorable(doc: Doc, table: TokenTable, k_lo: int, k_hi: int, left: bool) -
     an added token, and no hidden token sits between them or between them and the window."""
     if k_hi <= k_lo:
         return True
-    added = table.added
-    vids = doc.vids
-    for k in range(k_lo, k_hi):
-        if added[vids[k]]:
-            return False
-    lo, hi = (k_lo, min(k_hi + 1, int(vids.size))) if left else (max(k_lo - 1, 0), k_hi)
+    if doc.any_added and not table.added_ids.isdisjoint(doc.vids[k_lo:k_hi].tolist()):
+        return False
+    if doc.gapless:
+        return True
+    lo, hi = (k_lo, min(k_hi + 1, int(doc.vids.size))) if left else (max(k_lo - 1, 0), k_hi)
     return int(doc.vis[hi - 1] - doc.vis[lo]) == hi - 1 - lo
 
 

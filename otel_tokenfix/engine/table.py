@@ -74,6 +74,10 @@ class TokenTable:
     byte_ids: dict[int, int] = field(default_factory=dict)  # byte value -> id of its byte-fallback token
     lossy_normalizer: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: The added ids as a set (membership tests on a few Python ints, cheaper than numpy scalar indexing).
+    added_ids: frozenset[int] = frozenset()
+    #: Some valid id decodes to no bytes (then byte gathers take their general path).
+    has_empty: bool = True
 
     def lookup(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Ids as an int64 array and their packed table entries (one gather: fewer cache misses than one
@@ -379,4 +383,6 @@ def build_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
         bos=bos if isinstance(bos, int) else None,
         byte_ids=byte_ids,
         lossy_normalizer=lossy,
+        added_ids=frozenset(np.flatnonzero(added).tolist()),
+        has_empty=bool((valid & (lengths == 0)).any()),
     )

@@ -21,7 +21,7 @@ import numpy as np
 
 from .correction import SAMPLED, SHIFTED, Correction, Provenance, TokenFixError, View
 from .diff import _bytes_affixes, diff_utf8
-from .doc import Doc, build_doc, reference_decode, visible_bytes
+from .doc import Doc, Shown, build_doc, reference_decode, visible_bytes
 from .provenance import Builder, _ints, check_logprobs, make_correction
 from .splice import CANON_MARGIN, Retry, encode_exact, splice
 from .table import TokenTable, get_table
@@ -35,8 +35,11 @@ ANCHOR_STEPS = (1, 3, 8, 24)
 #: Allowed cuts of untouched context kept on each side of the changed bytes by the local fast path: more
 #: than the widest anchors plus the canonical margin, so no window or canonical check reaches the slice edge.
 LOCAL_MARGIN = ANCHOR_STEPS[-1] + CANON_MARGIN + 8
-#: Below this many ids the whole-response path is faster (measured: ~8% at 2k-4k ids, even at 8k).
-LOCAL_MIN_IDS = 8192
+#: The same for the first anchor step alone: the local path first tries that step on a narrower slice and
+#: cuts the LOCAL_MARGIN slice (all steps) only if it needs wider anchors.
+LOCAL_MARGIN_FIRST = ANCHOR_STEPS[0] + CANON_MARGIN + 8
+#: From this many ids the local path is tried.
+LOCAL_MIN_IDS = 0
 #: Above this share of the visible tokens in the slice, the whole-response path is as fast.
 LOCAL_MAX_SHARE = 0.5
 
@@ -114,11 +117,13 @@ def correct_text(
         tb = edited_text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise TokenFixError("edited_text contains lone surrogates and cannot be tokenized") from exc
+    shown = None
     if table.kind == "bytelevel" and len(ids) >= LOCAL_MIN_IDS:
-        fast = _local(table, tokenizer, ids, arr, info, lp, edited_text, tb, view, canonical)
+        shown = visible_bytes(table, info, view)
+        fast = _local(table, tokenizer, ids, arr, lp, edited_text, tb, view, canonical, shown)
         if fast is not None:
             return fast
-    doc = build_doc(table, tokenizer, ids, arr, info, view)
+    doc = build_doc(table, tokenizer, ids, arr, info, view, shown)
     if doc is not None:
         regions = diff_utf8(doc.disp, tb)
         if not regions:
@@ -143,10 +148,12 @@ def _splice_steps(
     edited_text: str,
     view: View,
     canonical: bool,
+    steps: tuple[int, ...] = ANCHOR_STEPS,
 ) -> Correction | None:
-    """Splice with anchors widening step by step; ``None`` if no step could be proven (re-encode)."""
+    """Splice with anchors widening step by step (``steps``: a prefix of ANCHOR_STEPS); ``None`` if no
+    step could be proven (re-encode)."""
     ids = doc.ids
-    for step, anchors in enumerate(ANCHOR_STEPS):
+    for step, anchors in enumerate(steps):
         out = Builder(ids, lp)
         try:
             changed = splice(table, doc, tb, regions, anchors, canonical, out)
@@ -160,14 +167,14 @@ def _splice_steps(
     return None
 
 
-def _outward(d: bytes, off: np.ndarray, k: int, step: int, stop: int) -> int:
-    """Move token boundary ``k`` by ``step`` across LOCAL_MARGIN allowed cuts (boundaries on a character
+def _outward(d: bytes, off: np.ndarray, k: int, step: int, stop: int, margin: int) -> int:
+    """Move token boundary ``k`` by ``step`` across ``margin`` allowed cuts (boundaries on a character
     start) or until ``stop``; the boundary reached is itself an allowed cut (or ``stop``). Offsets are read
     in small chunks as Python ints (numpy scalar access per boundary costs more than the whole walk)."""
     n_bytes = len(d)
     count = 0
-    chunk_len = 4 * LOCAL_MARGIN
-    while k != stop and count < LOCAL_MARGIN:
+    chunk_len = 4 * margin
+    while k != stop and count < margin:
         if step < 0:
             chunk = off[max(stop, k - chunk_len) : k].tolist()[::-1]  # boundaries k-1, k-2, ...
         else:
@@ -176,7 +183,7 @@ def _outward(d: bytes, off: np.ndarray, k: int, step: int, stop: int) -> int:
             k += step
             if k == stop or x >= n_bytes or (d[x] & 0xC0) != 0x80:
                 count += 1
-                if count == LOCAL_MARGIN:
+                if count == margin:
                     break
     return k
 
@@ -186,56 +193,75 @@ def _local(
     tokenizer: Any,
     ids: list[int],
     arr: np.ndarray,
-    info: np.ndarray,
     lp: list[float] | None,
     edited_text: str,
     tb: bytes,
     view: View,
     canonical: bool,
+    shown: Shown,
 ) -> Correction | None:
-    """Fast path for long byte-level responses: correct only a slice of ids around the changed bytes.
+    """Fast path for byte-level responses: correct only a slice of ids around the changed bytes.
 
     Why it gives the same result as the whole-response path: the slice keeps LOCAL_MARGIN allowed cuts of
     untouched context on each side of the bytes that differ (more than the widest anchors plus the
     canonical margin), so the diff regions, windows, canonical checks and moved-run matching are exactly
     those of the whole response; the bytes outside the slice equal the edited text's bytes and start/end
-    on character boundaries, so they are valid UTF-8 and decode the same on their own. Only the display
-    bytes and a common prefix/suffix are computed over all ids; output lists are built by slicing.
-    ``None``: not applicable (or not proven here), the caller takes the whole-response path."""
-    vis, _, off, _, d = visible_bytes(table, info, view)
+    on character boundaries, so they are valid UTF-8 and decode the same on their own. The first anchor
+    step is tried on a slice with LOCAL_MARGIN_FIRST cuts (what that step can reach), which gives that
+    step's result of the whole response; only if it fails are all steps run on the LOCAL_MARGIN slice.
+    Only the display bytes and a common prefix/suffix are computed over all ids; output lists are built
+    by slicing. ``None``: not applicable (or not proven here), the caller takes the whole-response path."""
+    vis, sel, off, _, d = shown
     if d == tb:
         return _stitch(ids, lp, 0, 0, [], [], [], None, 0, "unchanged", edited_text)
-    nv = int(vis.size)
+    nv = int(off.size) - 1
+    gapless = type(sel) is slice
     p, s = _bytes_affixes(d, tb)
-    k_lo = int(np.searchsorted(off, p, "right")) - 1
-    k_hi = int(np.searchsorted(off, len(d) - s, "left"))
-    k_lo = _outward(d, off, max(min(k_lo, nv), 0), -1, 0)
-    k_hi = _outward(d, off, max(min(k_hi, nv), k_lo), 1, nv)
-    if k_hi - k_lo > LOCAL_MAX_SHARE * nv:
-        return None  # most of the response: the whole-response path costs the same
-    i0 = int(vis[k_lo]) if k_lo > 0 else 0
-    i1 = int(vis[k_hi - 1]) + 1 if k_hi < nv else len(ids)
-    b0, b1 = int(off[k_lo]), int(off[k_hi])
-    sub_text_b = tb[b0 : len(tb) - (len(d) - b1)]
-    doc = _slice_doc(ids[i0:i1], arr, vis[k_lo:k_hi], i0, off[k_lo : k_hi + 1], d[b0:b1])
-    if doc is None:
-        return None
-    regions = diff_utf8(doc.disp, sub_text_b)
-    sub_text = sub_text_b.decode("utf-8")
-    sub_lp = None if lp is None else lp[i0:i1]
-    c = _splice_steps(table, tokenizer, doc, sub_text_b, regions, sub_lp, sub_text, view, canonical)
-    if c is None:
-        return None
-    return _stitch(
-        ids, lp, i0, i1, c.token_ids, c.source_index, c.provenance, c.logprobs, c.removed, c.method, edited_text
-    )
+    k_lo0 = max(min(int(np.searchsorted(off, p, "right")) - 1, nv), 0)
+    k_hi0 = max(min(int(np.searchsorted(off, len(d) - s, "left")), nv), k_lo0)
+    for margin, steps in ((LOCAL_MARGIN_FIRST, ANCHOR_STEPS[:1]), (LOCAL_MARGIN, ANCHOR_STEPS)):
+        k_lo = _outward(d, off, k_lo0, -1, 0, margin)
+        k_hi = _outward(d, off, k_hi0, 1, nv, margin)
+        if k_hi - k_lo > LOCAL_MAX_SHARE * nv:
+            return None  # most of the response: the whole-response path costs the same
+        if gapless:
+            first = sel.start  # type: ignore[union-attr]
+            i0 = first + k_lo if k_lo > 0 else 0
+            i1 = first + k_hi if k_hi < nv else len(ids)
+            sub_vis = np.arange(first + k_lo - i0, first + k_hi - i0)
+        else:
+            i0 = int(vis[k_lo]) if k_lo > 0 else 0
+            i1 = int(vis[k_hi - 1]) + 1 if k_hi < nv else len(ids)
+            sub_vis = vis[k_lo:k_hi] - i0
+        b0, b1 = int(off[k_lo]), int(off[k_hi])
+        sub_text_b = tb[b0 : len(tb) - (len(d) - b1)]
+        doc = _slice_doc(table, ids[i0:i1], arr, sub_vis, i0, off[k_lo : k_hi + 1], d[b0:b1], gapless)
+        if doc is None:
+            return None
+        regions = diff_utf8(doc.disp, sub_text_b)
+        sub_text = sub_text_b.decode("utf-8")
+        sub_lp = None if lp is None else lp[i0:i1]
+        c = _splice_steps(table, tokenizer, doc, sub_text_b, regions, sub_lp, sub_text, view, canonical, steps)
+        if c is not None:
+            return _stitch(
+                ids, lp, i0, i1, c.token_ids, c.source_index, c.provenance, c.logprobs, c.removed, c.method, edited_text
+            )
+    return None
 
 
 def _slice_doc(
-    sub_ids: list[int], arr: np.ndarray, vis: np.ndarray, i0: int, off: np.ndarray, disp: bytes
+    table: TokenTable,
+    sub_ids: list[int],
+    arr: np.ndarray,
+    vis: np.ndarray,
+    i0: int,
+    off: np.ndarray,
+    disp: bytes,
+    gapless: bool,
 ) -> Doc | None:
-    """The Doc that ``build_doc`` would give for ``sub_ids`` (clean byte-level display only), cut out of
-    the whole response's offsets and bytes instead of gathered again; ``None`` if not valid UTF-8."""
+    """The Doc that ``build_doc`` would give for ``sub_ids`` (clean byte-level display only; ``vis``
+    relative to the slice), cut out of the whole response's offsets and bytes instead of gathered again;
+    ``None`` if not valid UTF-8."""
     try:
         disp_text = disp.decode("utf-8")
     except UnicodeDecodeError:
@@ -245,7 +271,9 @@ def _slice_doc(
     if inner.size:
         ok[1:-1] = (np.frombuffer(disp, dtype=np.uint8)[inner] & 0xC0) != 0x80
     cut_k = np.flatnonzero(ok)
-    return Doc(sub_ids, vis - i0, arr[vis], cut_k, off[cut_k] - off[0], disp, disp_text, True)
+    vids = arr[vis + i0]
+    any_added = bool(table.added_ids) and not table.added_ids.isdisjoint(vids.tolist())
+    return Doc(sub_ids, vis, vids, cut_k, off[cut_k] - off[0], disp, disp_text, True, None, gapless, any_added)
 
 
 def _stitch(
@@ -268,14 +296,16 @@ def _stitch(
     out_ids[i0:i1] = mid_ids
     src: list[int | None] = _ints(n)[:n]
     src[i0:i1] = [None if x is None else x + i0 for x in mid_src]
-    intact = m == i1 - i0 and all(x == SAMPLED for x in mid_prov)
-    prov: list[Provenance] = [SAMPLED] * (i0 + m + (n - i1)) if intact else [SAMPLED] * i0 + [SHIFTED] * (m + n - i1)
-    if not intact:
-        prov[i0 : i0 + m] = mid_prov
+    if m == i1 - i0 and all(x == SAMPLED for x in mid_prov):
+        prov: list[Provenance] = [SAMPLED] * n
+    else:
+        prov = [SAMPLED] * i0
+        prov += mid_prov
+        prov += [SHIFTED] * (n - i1)
     out_lp: list[float | None] | None = None
     if lp is not None:
-        out_lp = list(lp)
-        out_lp[i0:i1] = mid_lp if mid_lp is not None else [None] * m
+        out_lp = lp.copy()  # type: ignore[assignment]
+        out_lp[i0:i1] = mid_lp if mid_lp is not None else [None] * m  # type: ignore[index]
     return Correction(
         token_ids=out_ids,
         provenance=prov,
