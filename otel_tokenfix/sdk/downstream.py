@@ -8,7 +8,10 @@ that and hand the span to the queue directly — the difference between costing 
 
 This is only done when it provably means the same: the downstream's ``on_end`` is the SDK's own function
 (not a subclass override) and its compiled body is exactly :func:`_reference_on_end`'s. Any other
-processor, or a future SDK whose ``on_end`` does more, is called through ``on_end`` as usual.
+processor, or a future SDK whose ``on_end`` does more, is called through ``on_end`` as usual. The wrapper
+reads the context as ``span._context`` only for spans carrying the SDK's own containers (its hot path),
+whose ``context`` property returns exactly that; any other span goes through ``_forward``, which checks
+the class.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         self._passed_tick()
         try:
             emit = self._downstream_emit
-            if emit is not None and span.__class__ is ReadableSpan:  # exactly BatchSpanProcessor.on_end
+            if emit is not None:  # exactly BatchSpanProcessor.on_end (an SDK span: its context is _context)
                 if ctx and ctx[3] & 1:  # [3]: trace flags; bit 0: sampled
                     emit(span)
             else:
@@ -259,7 +259,7 @@ class TokenFixSpanProcessor(SpanProcessor):
             now = self._clock()
             releases: list[Release] = []
             with self._lock:
-                spans = self._assembly.end_express(trace_id, now)
+                spans = self._assembly.end_express(trace_id, now, noted=True)
                 if spans is None:
                     releases = self._assembly.end_root(trace_id)
             if spans is not None:  # an express trace: no edits anywhere, its spans go out as they came

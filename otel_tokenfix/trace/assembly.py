@@ -363,17 +363,18 @@ class TraceAssembly:
         self.held_ids = ids
         return True
 
-    def end_express(self, trace_id: int, now: float) -> list[Any] | None:
+    def end_express(self, trace_id: int, now: float, *, noted: bool = False) -> list[Any] | None:
         """:meth:`end_root`'s commonest case in the fewest steps: the local root of an express trace ended
         and nothing else is due. Returns the trace's held items (all complete, to forward as they are:
         an express trace has no edits), or None having changed nothing: the caller then calls
-        :meth:`end_root`."""
+        :meth:`end_root`. ``noted``: the caller already passed the root to :attr:`note_root_unlocked`."""
         if now >= self._next_due:
             return None
         e = self._express.pop(trace_id, None)
         if e is None:
             return None
-        self.note_root_unlocked(trace_id)  # folded into the ended roots when something reads them
+        if not noted:
+            self.note_root_unlocked(trace_id)  # folded into the ended roots when something reads them
         self.held_spans -= (len(e) - 3) >> 1
         self.held_ids -= e[1]
         self._express_log.append((trace_id, e))
