@@ -199,8 +199,12 @@ class TokenFixSpanProcessor(SpanProcessor):
             self._on_end_general(span)
             return
         if watched:
-            if evented or self._response_keys.isdisjoint(attrs):
-                self._on_end_general(span)  # an edit carrier, or an LLM call without ids
+            if evented:
+                self._on_end_general(span)  # an edit carrier
+                return
+            found = self._id_keys.intersection(attrs)  # ids keys: whether an LLM span, and its weight
+            if found.isdisjoint(self._response_keys):
+                self._on_end_general(span)  # an LLM call without ids
                 return
             # an LLM span without events, held as it is: the express lane when it can take it
             if parent is not None and not parent[2] and ctx[3] & 1 and not self._shutdown:
@@ -213,7 +217,7 @@ class TokenFixSpanProcessor(SpanProcessor):
                             response_id = value
                             break
                     weight = 0  # ids_weight, inlined
-                    for key in self._id_keys.intersection(attrs):
+                    for key in found:
                         value = attrs[key]
                         weight += len(value) if value.__class__ is tuple else value_weight(value)
                     now = self._clock()
