@@ -13,7 +13,8 @@ Hot paths (``on_end`` runs on the application's thread for every span): a span w
 response-ids key passes without the lock (a local root takes it only when something is held); an LLM
 span without events is held as it is, in the assembly's express lane (no SpanView, no parsing); a trace
 released without any edit event goes out untouched. SpanViews are built, ids parsed and copies made only
-for traces that have edits.
+for traces that have edits. When downstream is the SDK's own ``BatchSpanProcessor``, spans are handed to its
+queue directly after the same sampled check its ``on_end`` makes (see :mod:`.downstream`).
 """
 
 from __future__ import annotations
