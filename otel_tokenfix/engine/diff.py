@@ -237,12 +237,12 @@ def _bytes_affixes(a: bytes, b: bytes) -> tuple[int, int]:
     return p, common_suffix(a, b, min(len(a), len(b)) - p)
 
 
-def diff_utf8(a: bytes, b: bytes) -> list[Region]:
+def diff_utf8(a: bytes, b: bytes, affixes: tuple[int, int] | None = None) -> list[Region]:
     """Changed regions (byte offsets, on character boundaries) between two valid UTF-8 byte strings.
 
     The common prefix/suffix is trimmed on the bytes (vectorised, no decode of long texts); only the
-    differing middle is decoded and diffed as text."""
-    p, s = _bytes_affixes(a, b)
+    differing middle is decoded and diffed as text. ``affixes``: ``_bytes_affixes(a, b)`` if known."""
+    p, s = _bytes_affixes(a, b) if affixes is None else affixes
 
     def cont(x: bytes, i: int) -> bool:
         return 0 <= i < len(x) and (x[i] & 0xC0) == 0x80

@@ -76,8 +76,7 @@ def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray
     only at the ends, the common case: no gather)."""
     n = int(info.size)
     if view == "content":
-        hid = (info & PACK_HIDDEN) != 0
-        where = np.flatnonzero(hid)
+        where = np.flatnonzero(info & PACK_HIDDEN)
         if where.size:
             pos = where.tolist()  # hidden tokens are few: walk their positions, not the whole mask
             m = len(pos)
@@ -89,7 +88,7 @@ def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray
                 hi -= 1
                 t -= 1
             if t > lo:  # a hidden token between visible ones
-                vis = np.flatnonzero(~hid)
+                vis = np.flatnonzero((info & PACK_HIDDEN) == 0)
                 return vis, vis
             return np.arange(lo, hi), slice(lo, hi)
     return np.arange(n), slice(0, n)

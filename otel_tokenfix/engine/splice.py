@@ -130,6 +130,11 @@ def _encode_window(table: TokenTable, doc: Doc, k_lo: int, k_hi: int, data: byte
     its margins; if the margins do not come back unchanged, the window alone, and then a canonical old
     context means the window must widen (``Retry``)."""
     left, right = _margins(table, doc, k_lo, k_hi)
+    return encode_in_context(table, left, right, data, old)
+
+
+def encode_in_context(table: TokenTable, left: list[int], right: list[int], data: bytes, old: list[int]) -> list[int]:
+    """``_encode_window`` with its margins given: kept ids ``left`` and ``right`` around the window."""
     lb, rb = table.join(left), table.join(right)
     try:
         ctx = table.encode((lb + data + rb).decode("utf-8"))

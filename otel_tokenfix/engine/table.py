@@ -85,8 +85,8 @@ class TokenTable:
         arr = ids_array(ids)
         if not arr.size:
             return arr, np.zeros(0, dtype=np.uint64)
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi >= self.size:
+        if int(arr.view(np.uint64).max()) >= self.size:  # one pass: a negative id is a huge unsigned one
+            lo, hi = int(arr.min()), int(arr.max())
             bad = lo if lo < 0 else hi
             raise TokenFixError(f"token id {bad} is out of vocabulary (size {self.size})")
         info = self.packed[arr]

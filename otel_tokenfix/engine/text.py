@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .correction import SAMPLED, SHIFTED, Correction, Provenance, TokenFixError, View
+from .correction import INSERTED, SAMPLED, SHIFTED, Correction, Provenance, TokenFixError, View
 from .diff import _bytes_affixes, diff_utf8
 from .doc import Doc, Shown, build_doc, reference_decode, visible_bytes
 from .provenance import Builder, _ints, check_logprobs, make_correction
-from .splice import CANON_MARGIN, Retry, encode_exact, splice
+from .splice import CANON_MARGIN, Retry, encode_exact, encode_in_context, splice
 from .table import TokenTable, get_table
 from .tokens import align_ids, match_moved
 
@@ -172,6 +172,14 @@ def _outward(d: bytes, off: np.ndarray, k: int, step: int, stop: int, margin: in
     start) or until ``stop``; the boundary reached is itself an allowed cut (or ``stop``). Offsets are read
     in small chunks as Python ints (numpy scalar access per boundary costs more than the whole walk)."""
     n_bytes = len(d)
+    if step < 0:
+        far = max(k - margin, stop)
+        if far == k or d[int(off[far]) : int(off[k - 1]) + 1].isascii():
+            return far  # every boundary on the way starts a character: each one is an allowed cut
+    else:
+        far = min(k + margin, stop)
+        if far == k or d[int(off[k + 1]) : int(off[far]) + 1].isascii():
+            return far
     count = 0
     chunk_len = 4 * margin
     while k != stop and count < margin:
@@ -217,6 +225,10 @@ def _local(
     nv = int(off.size) - 1
     gapless = type(sel) is slice
     p, s = _bytes_affixes(d, tb)
+    if gapless and not table.has_empty:
+        quick = _one_window(table, ids, lp, tb, d, off, sel.start, p, s, edited_text, canonical)  # type: ignore[union-attr]
+        if quick is not None:
+            return quick
     k_lo0 = max(min(int(np.searchsorted(off, p, "right")) - 1, nv), 0)
     k_hi0 = max(min(int(np.searchsorted(off, len(d) - s, "left")), nv), k_lo0)
     for margin, steps in ((LOCAL_MARGIN_FIRST, ANCHOR_STEPS[:1]), (LOCAL_MARGIN, ANCHOR_STEPS)):
@@ -238,7 +250,7 @@ def _local(
         doc = _slice_doc(table, ids[i0:i1], arr, sub_vis, i0, off[k_lo : k_hi + 1], d[b0:b1], gapless)
         if doc is None:
             return None
-        regions = diff_utf8(doc.disp, sub_text_b)
+        regions = diff_utf8(doc.disp, sub_text_b, (p - b0, s - (len(d) - b1)))
         sub_text = sub_text_b.decode("utf-8")
         sub_lp = None if lp is None else lp[i0:i1]
         c = _splice_steps(table, tokenizer, doc, sub_text_b, regions, sub_lp, sub_text, view, canonical, steps)
@@ -247,6 +259,171 @@ def _local(
                 ids, lp, i0, i1, c.token_ids, c.source_index, c.provenance, c.logprobs, c.removed, c.method, edited_text
             )
     return None
+
+
+#: The one-window path declines when the changed bytes span more tokens than this (the general path
+#: decides how the changes split into windows).
+ONE_WINDOW_MAX_TOKENS = 16
+
+
+def _one_window(
+    table: TokenTable,
+    ids: list[int],
+    lp: list[float] | None,
+    tb: bytes,
+    d: bytes,
+    off: np.ndarray,
+    first: int,
+    p: int,
+    s: int,
+    text: str,
+    canonical: bool,
+) -> Correction | None:
+    """The first anchor step of the splice when all changes fall in one window, straight on the whole
+    response (no slice Doc, no diff, no Builder): the common one-edit case, at a fixed cost.
+
+    Why it gives the same result as the general path: the visible tokens are consecutive in ``ids``
+    (``first`` is the position of the first; the caller checks), no token has empty bytes, and this path
+    declines unless the display is valid UTF-8 around the change and no added token lies within the window
+    and its canonical margins, so every anchor and margin token is accepted. The changed bytes, trimmed to
+    character boundaries like ``diff_utf8`` does, start where the first diff region starts and end where
+    the last one ends; if at most one allowed cut lies strictly between the cut before the start and the
+    cut after the end, every region's window (one anchor each side) overlaps the next, so the general
+    path merges them into exactly the window computed here. The splice, moved-run matching, provenance,
+    log-probs and method then follow ``splice`` and ``Builder.finish`` on absolute positions. ``None``
+    when not applicable or when the window must widen (``Retry``): the caller runs the general path."""
+    nd, nt, nv = len(d), len(tb), int(off.size) - 1
+    while p > 0 and ((p < nd and (d[p] & 0xC0) == 0x80) or (p < nt and (tb[p] & 0xC0) == 0x80)):
+        p -= 1
+    while s > 0 and ((d[nd - s] & 0xC0) == 0x80 or (tb[nt - s] & 0xC0) == 0x80):
+        s -= 1
+    e = nd - s
+    ka = int(np.searchsorted(off, p, "right")) - 1
+    kz = int(np.searchsorted(off, e, "left"))
+    if ka < 0 or kz > nv or kz - ka > ONE_WINDOW_MAX_TOKENS:
+        return None
+    lo = max(ka - ONE_WINDOW_MAX_TOKENS, 0)
+    hi = min(kz + ONE_WINDOW_MAX_TOKENS, nv)
+    offs = off[lo : hi + 1].tolist()  # boundaries lo..hi as Python ints
+
+    def allowed(k: int) -> bool:
+        return k == 0 or k == nv or (d[offs[k - lo]] & 0xC0) != 0x80
+
+    def cut(k: int, step: int) -> int:
+        """The nearest allowed cut from boundary ``k`` on (``k`` itself included) in direction ``step``;
+        -1 if none within the boundaries read."""
+        while lo <= k <= hi:
+            if allowed(k):
+                return k
+            k += step
+        return -1
+
+    def anchored(a: int, z: int) -> tuple[int, int]:
+        """One anchor each side: the next allowed cut outward (-1 if not within the boundaries read)."""
+        return (cut(a - 1, -1) if a > 0 else a), (cut(z + 1, 1) if z < nv else z)
+
+    a, z = cut(ka, -1), cut(kz, 1)
+    if a < 0 or z < 0:
+        return None
+    k0, k1 = anchored(a, z)
+    if k0 < 0 or k1 < 0 or k1 <= k0:
+        return None
+    if sum(1 for k in range(a + 1, z) if allowed(k)) > 1:
+        # Several allowed cuts inside the change: the diff regions might get windows of their own. Take
+        # them (diff of the window bytes only) and check that each region's window reaches the next.
+        b0, b1 = offs[k0 - lo], offs[k1 - lo]
+        try:
+            regions = diff_utf8(d[b0:b1], tb[b0 : b1 + nt - nd], (p - b0, s - (nd - b1)))
+        except UnicodeDecodeError:
+            return None
+        prev_z = -1
+        for d0, d1, _, _ in regions:
+            ra = cut(int(np.searchsorted(off, b0 + d0, "right")) - 1, -1)
+            rz = cut(int(np.searchsorted(off, b0 + d1, "left")), 1)
+            if ra < 0 or rz < 0:
+                return None
+            ra, rz = anchored(ra, rz)
+            if ra < 0 or rz < 0 or (prev_z >= 0 and ra > prev_z):
+                return None  # two windows: the general path
+            prev_z = max(prev_z, rz)
+    m0, m1 = max(k0 - CANON_MARGIN, 0), min(k1 + CANON_MARGIN, nv)
+    p0, p1 = first + k0, first + k1
+    around = ids[first + m0 : first + m1]
+    if table.added_ids and not table.added_ids.isdisjoint(around):
+        return None
+    b0, b1 = offs[k0 - lo], offs[k1 - lo]
+    try:
+        d[b0:b1].decode("utf-8")  # with the common prefix/suffix (tb's bytes), the display is valid UTF-8
+    except UnicodeDecodeError:
+        return None
+    data = tb[b0 : b1 + nt - nd]
+    old = ids[p0:p1]
+    try:
+        if canonical:
+            new = encode_in_context(table, around[: k0 - m0], around[k1 - m0 :], data, old)
+        else:
+            new = encode_exact(table, data)
+    except Retry:
+        return None
+    return _assemble(ids, lp, p0, p1, old, new, text)
+
+
+def _assemble(
+    ids: list[int], lp: list[float] | None, p0: int, p1: int, old: list[int], new: list[int], text: str
+) -> Correction:
+    """``ids`` with ``ids[p0:p1]`` (``old``) replaced by ``new``: the ids, source indices (common ends of
+    old and new kept, moved runs matched back), provenance and log-probs, as ``splice`` and
+    ``Builder.finish`` give them."""
+    n, m, lo = len(ids), len(new), len(old)
+    pp = 0
+    while pp < lo and pp < m and old[pp] == new[pp]:
+        pp += 1
+    ss = 0
+    while ss < lo - pp and ss < m - pp and old[-1 - ss] == new[-1 - ss]:
+        ss += 1
+    out_ids = ids.copy()
+    out_ids[p0:p1] = new
+    src: list[int | None] = _ints(n)[:n]
+    mid: list[int | None] = list(range(p0, p0 + pp))
+    mid.extend([None] * (m - pp - ss))
+    mid.extend(range(p1 - ss, p1))
+    src[p0:p1] = mid
+    if m - pp - ss or lo - pp - ss:
+        match_moved(ids, out_ids, [(p0 + pp, p1 - ss, p0 + pp, p0 + m - ss)], src, cross_singles=False)
+        mid = src[p0 : p0 + m]
+    prov: list[Provenance] = [SAMPLED] * p0
+    prefix = True
+    kept = 0
+    for k, x in enumerate(mid):
+        if x is None:
+            prefix = False
+            prov.append(INSERTED)
+            continue
+        kept += 1
+        if prefix and x == p0 + k:
+            prov.append(SAMPLED)
+        else:
+            prefix = False
+            prov.append(SHIFTED)
+    prov += [SAMPLED if prefix and p1 == p0 + m else SHIFTED] * (n - p1)
+    kept += p0 + n - p1
+    out_lp: list[float | None] | None = None
+    if lp is not None:
+        out_lp = lp.copy()  # type: ignore[assignment]
+        out_lp[p0:p1] = [None if x is None else lp[x] for x in mid]  # type: ignore[index]
+    method = "unchanged" if kept == n and m == lo and out_ids == ids else "splice"
+    return Correction(
+        token_ids=out_ids,
+        provenance=prov,
+        source_index=src,
+        logprobs=out_lp,
+        removed=n - kept,
+        method=method,
+        original_ids=ids,
+        original_logprobs=lp,
+        edits=1,
+        text=text,
+    )
 
 
 def _slice_doc(
@@ -266,14 +443,19 @@ def _slice_doc(
         disp_text = disp.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    inner = off[1:-1] - off[0]
-    ok = np.ones(int(vis.size) + 1, dtype=bool)
-    if inner.size:
-        ok[1:-1] = (np.frombuffer(disp, dtype=np.uint8)[inner] & 0xC0) != 0x80
-    cut_k = np.flatnonzero(ok)
-    vids = arr[vis + i0]
+    nv = int(vis.size)
+    if disp.isascii():  # every boundary starts a character
+        cut_k = np.arange(nv + 1)
+        cut_d = off - off[0]
+    else:
+        ok = np.ones(nv + 1, dtype=bool)
+        if nv > 1:
+            ok[1:-1] = (np.frombuffer(disp, dtype=np.uint8)[off[1:-1] - off[0]] & 0xC0) != 0x80
+        cut_k = np.flatnonzero(ok)
+        cut_d = off[cut_k] - off[0]
+    vids = arr[i0 + int(vis[0]) : i0 + int(vis[-1]) + 1] if gapless and nv else arr[vis + i0]
     any_added = bool(table.added_ids) and not table.added_ids.isdisjoint(vids.tolist())
-    return Doc(sub_ids, vis, vids, cut_k, off[cut_k] - off[0], disp, disp_text, True, None, gapless, any_added)
+    return Doc(sub_ids, vis, vids, cut_k, cut_d, disp, disp_text, True, None, gapless, any_added)
 
 
 def _stitch(
