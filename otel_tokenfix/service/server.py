@@ -9,6 +9,7 @@ with the edits seen so far, or marked incomplete), every triplet is flushed, and
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -249,6 +250,7 @@ class TokenFixService:
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.start()
+            settle_heap()
             if ready is not None:
                 ready(self.endpoints)
             last, last_stats = time.monotonic(), None
@@ -264,6 +266,23 @@ class TokenFixService:
             self.stop()
             for s, h in old.items():
                 signal.signal(s, h)
+
+
+def settle_heap() -> None:
+    """Exempt what start-up built (tokenizers, engine tables: ~80k objects) from the cyclic garbage
+    collector, once, in the serving process, and collect young objects less often.
+
+    Why: a full collection walks every tracked object; with the tables alive each took 40-80 ms and ran
+    every ~0.25 s under load (about a fifth of the service's time). Frozen objects are never walked or
+    freed by the collector (reference counting still frees them), and start-up leaves no cyclic garbage
+    worth keeping after the ``collect()`` below. ``OTEL_TOKENFIX_GC_FREEZE=0`` turns it off."""
+    if os.environ.get("OTEL_TOKENFIX_GC_FREEZE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    gc.collect()
+    gc.freeze()
+    # young collections every 10k allocations instead of 700: a request allocates thousands of objects
+    # that live until its trace is written; fewer passes over them (measured: +5-10% spans/s)
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
 
 
 def _summary(snap: Mapping[str, Any]) -> str:

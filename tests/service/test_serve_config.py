@@ -51,3 +51,19 @@ def test_forward_targets():
     assert parse_target("https://x:1/custom").address == "https://x:1/custom"
     with pytest.raises(ValueError):
         parse_target("ftp://x")
+
+
+def test_serving_process_freezes_its_start_up_heap():
+    """``settle_heap`` (run once by ``serve`` after start-up): start-up objects leave the collector's walks,
+    young collections run less often; ``OTEL_TOKENFIX_GC_FREEZE=0`` keeps the interpreter's defaults."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gc; from otel_tokenfix.service.server import settle_heap; before = gc.get_threshold(); "
+            "settle_heap(); print(gc.get_freeze_count() > 0, gc.get_threshold()[0] > before[0])")
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_TOKENFIX_GC_FREEZE"}
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "OTEL_TOKENFIX_GC_FREEZE": "0"},
+                         capture_output=True, text=True, check=True)
+    assert on.stdout.split() == ["True", "True"] and off.stdout.split() == ["False", "False"]
