@@ -71,12 +71,13 @@ def _spm_display(table: TokenTable, vids: Sequence[int]) -> str:
     return "".join(out)
 
 
-def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray | slice]:
-    """Positions of the visible tokens and an index selecting them (a plain slice when hidden tokens sit
-    only at the ends, the common case: no gather)."""
+def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray | None, np.ndarray | slice]:
+    """Positions of the visible tokens and an index selecting them. When hidden tokens sit only at the
+    ends (the common case) the index is a plain slice (no gather) and the positions are ``None``: they
+    are the slice's range, built only by the callers that need them."""
     n = int(info.size)
     if view == "content":
-        where = np.flatnonzero(info & PACK_HIDDEN)
+        where = (info & PACK_HIDDEN).nonzero()[0]
         if where.size:
             pos = where.tolist()  # hidden tokens are few: walk their positions, not the whole mask
             m = len(pos)
@@ -90,8 +91,8 @@ def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray
             if t > lo:  # a hidden token between visible ones
                 vis = np.flatnonzero((info & PACK_HIDDEN) == 0)
                 return vis, vis
-            return np.arange(lo, hi), slice(lo, hi)
-    return np.arange(n), slice(0, n)
+            return None, slice(lo, hi)
+    return None, slice(0, n)
 
 
 def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: int, nonempty: bool) -> np.ndarray:
@@ -108,7 +109,7 @@ def _byte_index(starts: np.ndarray, lens: np.ndarray, off: np.ndarray, total: in
 
 
 #: What ``visible_bytes`` returns: positions, selector, byte offsets, bytes as an array and as ``bytes``.
-Shown = tuple[np.ndarray, np.ndarray | slice, np.ndarray, np.ndarray, bytes]
+Shown = tuple[np.ndarray | None, np.ndarray | slice, np.ndarray, np.ndarray, bytes]
 
 
 def visible_bytes(table: TokenTable, info: np.ndarray, view: View) -> Shown:
@@ -140,6 +141,8 @@ def build_doc(
     """Visible bytes and allowed cuts; ``None`` if the display cannot be modelled (caller re-encodes).
     ``shown``: ``visible_bytes`` of the same ids and view, if the caller already has it."""
     vis, sel, off, raw, b = visible_bytes(table, info, view) if shown is None else shown
+    if vis is None:
+        vis = np.arange(sel.start, sel.stop)  # type: ignore[union-attr]
     vids = arr[sel]
     nv = int(vids.size)
     gapless = nv == 0 or int(vis[-1]) - int(vis[0]) == nv - 1

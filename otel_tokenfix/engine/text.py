@@ -242,6 +242,7 @@ def _local(
             i1 = first + k_hi if k_hi < nv else len(ids)
             sub_vis = np.arange(first + k_lo - i0, first + k_hi - i0)
         else:
+            assert vis is not None
             i0 = int(vis[k_lo]) if k_lo > 0 else 0
             i1 = int(vis[k_hi - 1]) + 1 if k_hi < nv else len(ids)
             sub_vis = vis[k_lo:k_hi] - i0
@@ -298,8 +299,8 @@ def _one_window(
     while s > 0 and ((d[nd - s] & 0xC0) == 0x80 or (tb[nt - s] & 0xC0) == 0x80):
         s -= 1
     e = nd - s
-    ka = int(np.searchsorted(off, p, "right")) - 1
-    kz = int(np.searchsorted(off, e, "left"))
+    ka = int(off.searchsorted(p, "right")) - 1
+    kz = int(off.searchsorted(e, "left"))
     if ka < 0 or kz > nv or kz - ka > ONE_WINDOW_MAX_TOKENS:
         return None
     lo = max(ka - ONE_WINDOW_MAX_TOKENS, 0)
@@ -338,8 +339,8 @@ def _one_window(
             return None
         prev_z = -1
         for d0, d1, _, _ in regions:
-            ra = cut(int(np.searchsorted(off, b0 + d0, "right")) - 1, -1)
-            rz = cut(int(np.searchsorted(off, b0 + d1, "left")), 1)
+            ra = cut(int(off.searchsorted(b0 + d0, "right")) - 1, -1)
+            rz = cut(int(off.searchsorted(b0 + d1, "left")), 1)
             if ra < 0 or rz < 0:
                 return None
             ra, rz = anchored(ra, rz)
@@ -388,7 +389,8 @@ def _assemble(
     mid.extend([None] * (m - pp - ss))
     mid.extend(range(p1 - ss, p1))
     src[p0:p1] = mid
-    if m - pp - ss or lo - pp - ss:
+    if m - pp - ss and lo - pp - ss and not set(new[pp : m - ss]).isdisjoint(old[pp : lo - ss]):
+        # (a moved run needs an inserted id equal to a removed one: without one, nothing to match)
         match_moved(ids, out_ids, [(p0 + pp, p1 - ss, p0 + pp, p0 + m - ss)], src, cross_singles=False)
         mid = src[p0 : p0 + m]
     prov: list[Provenance] = [SAMPLED] * p0
