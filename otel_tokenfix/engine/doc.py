@@ -9,6 +9,7 @@ invalid bytes are decoded like the tokenizer's decoder does and the whole is che
 from __future__ import annotations
 
 import codecs
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +19,18 @@ import numpy as np
 
 from .correction import View
 from .table import PACK_HIDDEN, PACK_LEN_MASK, PACK_LEN_SHIFT, PACK_START_SHIFT, TokenTable
+
+_LITTLE = sys.byteorder == "little"
+
+
+def _hidden_flags(info: np.ndarray) -> np.ndarray:
+    """Nonzero where the packed entry is a hidden token (byte 0 of each entry, see PACK_HIDDEN)."""
+    return info.view(np.uint8)[::8] if _LITTLE else info & PACK_HIDDEN
+
+
+def _lengths(vinfo: np.ndarray) -> np.ndarray:
+    """Byte length of each packed entry (bytes 2-3 of each entry, see PACK_LEN_SHIFT)."""
+    return vinfo.view(np.uint16)[1::4] if _LITTLE else (vinfo >> PACK_LEN_SHIFT) & PACK_LEN_MASK
 
 
 @dataclass
@@ -77,7 +90,8 @@ def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray
     are the slice's range, built only by the callers that need them."""
     n = int(info.size)
     if view == "content":
-        where = (info & PACK_HIDDEN).nonzero()[0]
+        flags = _hidden_flags(info)
+        where = flags.nonzero()[0]
         if where.size:
             pos = where.tolist()  # hidden tokens are few: walk their positions, not the whole mask
             m = len(pos)
@@ -89,7 +103,7 @@ def visible(table: TokenTable, info: np.ndarray, view: View) -> tuple[np.ndarray
                 hi -= 1
                 t -= 1
             if t > lo:  # a hidden token between visible ones
-                vis = np.flatnonzero((info & PACK_HIDDEN) == 0)
+                vis = np.flatnonzero(flags == 0)
                 return vis, vis
             return None, slice(lo, hi)
     return None, slice(0, n)
@@ -117,9 +131,9 @@ def visible_bytes(table: TokenTable, info: np.ndarray, view: View) -> Shown:
     bytes (as an array and as ``bytes``): numpy gathers only, no per-token Python."""
     vis, sel = visible(table, info, view)
     vinfo = info[sel]
-    lens = ((vinfo >> PACK_LEN_SHIFT) & PACK_LEN_MASK).view(np.int64)  # fresh arrays, values < 2**40: no copy
+    lens = _lengths(vinfo)
     off = np.zeros(lens.size + 1, dtype=np.int64)
-    np.cumsum(lens, out=off[1:])
+    np.cumsum(lens, dtype=np.int64, out=off[1:])
     total = int(off[-1])
     if total:
         nonempty = not table.has_empty or int(lens.min()) > 0

@@ -147,3 +147,14 @@ def test_lossy_normalizer_is_a_clear_error():
     assert decode(fast, ok.token_ids) == "hello big world"
     with pytest.raises(TokenFixError, match="normalizer"):
         correct_text(fast, ids, "Hello World")
+
+
+def test_id_in_a_vocabulary_hole_is_rejected():
+    """A vocabulary with a gap in its ids: an id in the gap is an error, the ids around it correct."""
+    tok = Tokenizer(models.BPE(vocab={"\u2581": 0, "a": 1, "b": 2, "\u2581a": 4}, merges=[("\u2581", "a")]))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    with pytest.raises(TokenFixError, match="not in the vocabulary"):
+        correct_text(tok, [4, 3, 2], "ab")
+    c = correct_text(tok, [4, 2], "abb")
+    assert tok.decode(c.token_ids) == "abb" and c.token_ids[:2] == [4, 2]
