@@ -144,3 +144,21 @@ def test_one_window_declines_for_scattered_edits(qwen):
     fast, whole, seen = fast_and_whole(qwen, ids, edited)
     assert seen and seen[0] is None
     assert_same(fast, whole)
+
+
+@pytest.mark.parametrize("name", ["qwen", "tekken"])
+def test_one_window_merges_close_regions_only(request, name):
+    """Two word edits one word apart: their windows overlap, one window (the general path agrees). Four
+    words apart: two windows, so the one-window path declines."""
+    tok = request.getfixturevalue(name)
+    text = "We saw alpha beta gamma delta epsilon zeta eta theta iota kappa lambda today.\n" * 3
+    ids = tok.encode(text, add_special_tokens=False)
+    close = text.replace("beta gamma delta", "BETA gamma DELTA", 1)
+    fast, whole, seen = fast_and_whole(tok, ids, close)
+    assert seen and seen[0] is not None
+    assert_same(fast, whole)
+    apart = text.replace("beta gamma delta epsilon zeta", "BETA gamma delta epsilon ZETA", 1)
+    fast, whole, seen = fast_and_whole(tok, ids, apart)
+    assert seen and seen[0] is None
+    assert_same(fast, whole)
+    assert decode(tok, fast.token_ids) == apart
