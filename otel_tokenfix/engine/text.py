@@ -290,9 +290,11 @@ def _one_window(
     character boundaries like ``diff_utf8`` does, start where the first diff region starts and end where
     the last one ends; if at most one allowed cut lies strictly between the cut before the start and the
     cut after the end, every region's window (one anchor each side) overlaps the next, so the general
-    path merges them into exactly the window computed here. The splice, moved-run matching, provenance,
-    log-probs and method then follow ``splice`` and ``Builder.finish`` on absolute positions. ``None``
-    when not applicable or when the window must widen (``Retry``): the caller runs the general path."""
+    path merges them into exactly the window computed here; with more cuts between, the regions are taken
+    from the diff of the window's bytes and each region's window must reach the next (else: decline).
+    The splice, moved-run matching, provenance, log-probs and method then follow ``splice`` and
+    ``Builder.finish`` on absolute positions. ``None`` when not applicable or when the window must widen
+    (``Retry``): the caller runs the general path."""
     nd, nt, nv = len(d), len(tb), int(off.size) - 1
     while p > 0 and ((p < nd and (d[p] & 0xC0) == 0x80) or (p < nt and (tb[p] & 0xC0) == 0x80)):
         p -= 1
