@@ -18,7 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from ..trace.view import EventView, SpanView
+from ..trace.view import EventView, SpanView, make_span_view
 
 #: OTLP span flags (trace.proto): bit 8 says whether bit 9 (parent is remote) is known.
 FLAG_HAS_IS_REMOTE = 0x100
@@ -113,14 +113,15 @@ class LazyAttributes(Mapping[str, Any]):
     __slots__ = ("_index", "_cache")
 
     def __init__(self, kvs: Any) -> None:
-        self._index: dict[str, AnyValue] = {kv.key: kv.value for kv in kvs}
+        # the KeyValue itself, not ``kv.value``: one protobuf wrapper less per attribute until it is read
+        self._index: dict[str, Any] = {kv.key: kv for kv in kvs}
         self._cache: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
         cache = self._cache
         if key in cache:
             return cache[key]
-        value = any_value(self._index[key])
+        value = any_value(self._index[key].value)
         cache[key] = value
         return value
 
@@ -176,37 +177,59 @@ class SpanRef:
     scope_schema_url: str
 
 
+_new = object.__new__
+_ref_span, _ref_resource, _ref_resource_url, _ref_scope, _ref_scope_url = (
+    SpanRef.__dict__[name].__set__ for name in ("span", "resource", "resource_schema_url", "scope", "scope_schema_url"))
+
+
+def _span_ref(span: Span, resource: Resource, resource_url: str, scope: InstrumentationScope,
+              scope_url: str) -> SpanRef:
+    """``SpanRef(...)`` built through the slot descriptors (see :func:`make_span_view`): one per span."""
+    ref = _new(SpanRef)
+    _ref_span(ref, span)
+    _ref_resource(ref, resource)
+    _ref_resource_url(ref, resource_url)
+    _ref_scope(ref, scope)
+    _ref_scope_url(ref, scope_url)
+    return ref
+
+
+_HAS_REMOTE_PARENT = FLAG_HAS_IS_REMOTE | FLAG_IS_REMOTE
+_from_bytes = int.from_bytes
+
+
 def span_view(span: Span, resource_attrs: Mapping[str, Any], ref: SpanRef | None = None) -> SpanView:
     """One protobuf span as a SpanView (``source`` is the SpanRef, or the span when no ref is given)."""
-    parent = _id(span.parent_span_id)
-    flags = span.flags
-    events = tuple(
-        EventView(ev.name, ev.time_unix_nano, attributes(ev.attributes)) for ev in span.events
-    ) if span.events else ()
-    return SpanView(
-        trace_id=_id(span.trace_id),
-        span_id=_id(span.span_id),
-        parent_span_id=parent or None,
-        name=span.name,
-        start_time=span.start_time_unix_nano,
-        end_time=span.end_time_unix_nano,
-        attributes=LazyAttributes(span.attributes),
-        events=events,
-        resource_attributes=resource_attrs,
-        parent_is_remote=bool(parent) and bool(flags & FLAG_HAS_IS_REMOTE) and bool(flags & FLAG_IS_REMOTE),
-        source=ref if ref is not None else span,
+    raw_parent = span.parent_span_id
+    parent = _from_bytes(raw_parent, "big") if raw_parent else 0
+    events = span.events
+    return make_span_view(
+        _id(span.trace_id),
+        _id(span.span_id),
+        parent or None,
+        span.name,
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        LazyAttributes(span.attributes),
+        tuple(EventView(ev.name, ev.time_unix_nano, attributes(ev.attributes)) for ev in events) if events else (),
+        resource_attrs,
+        bool(parent) and span.flags & _HAS_REMOTE_PARENT == _HAS_REMOTE_PARENT,
+        ref if ref is not None else span,
     )
 
 
 def request_views(request: ExportTraceServiceRequest) -> list[SpanView]:
     """Every span of an export request as SpanViews, in request order, with resource attributes."""
     out: list[SpanView] = []
+    append = out.append
     for rs in request.resource_spans:
-        res_attrs = attributes(rs.resource.attributes)
+        resource = rs.resource
+        res_attrs = attributes(resource.attributes)
+        res_url = rs.schema_url
         for ss in rs.scope_spans:
+            scope, scope_url = ss.scope, ss.schema_url
             for span in ss.spans:
-                ref = SpanRef(span, rs.resource, rs.schema_url, ss.scope, ss.schema_url)
-                out.append(span_view(span, res_attrs, ref))
+                append(span_view(span, res_attrs, _span_ref(span, resource, res_url, scope, scope_url)))
     return out
 
 

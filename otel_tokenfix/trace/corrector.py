@@ -492,13 +492,13 @@ def _correct_one(
         text = last.text
     if text is None and tokenizer is not None:
         text = _decode(tokenizer, correction.token_ids)
-    new_ids = list(map(int, correction.token_ids))
+    new_ids = _int_copy(correction.token_ids)
     source_index = list(correction.source_index)
     call = LLMCall(
         **_base(p, index, conv),
         response_ids=new_ids,
         original_ids=ids,
-        provenance=list(correction.provenance_codes),
+        provenance=_provenance_codes(correction),
         source_index=source_index,
         logprobs=list(correction.logprobs) if correction.logprobs is not None else None,
         original_logprobs=lp,
@@ -510,6 +510,26 @@ def _correct_one(
         removed=int(correction.removed),
     )
     return call, (_overlay(call, conv) if overlays else {})
+
+
+_INT_ONLY = frozenset({int})
+
+
+def _int_copy(values: Sequence[Any]) -> list[int]:
+    """``list(map(int, values))``; a list that holds only ints (the engine's output) is copied in C."""
+    if values.__class__ is list and set(map(type, values)) <= _INT_ONLY:
+        return list(values)
+    return list(map(int, values))
+
+
+def _provenance_codes(correction: Any) -> list[int]:
+    """``list(correction.provenance_codes)``: the names mapped through the engine's code table in C."""
+    from ..engine.correction import PROVENANCE_CODES
+
+    try:
+        return list(map(PROVENANCE_CODES.__getitem__, correction.provenance))
+    except (KeyError, TypeError):  # not the names this expects: the engine's own conversion decides
+        return list(correction.provenance_codes)
 
 
 def _apply(tokenizer: Any, ids: list[int], logprobs: list[float] | None, edits: Iterable[EditEvent]) -> Any:

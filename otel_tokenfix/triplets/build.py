@@ -101,6 +101,7 @@ def build_records(
         prov = provenance_codes(c.provenance)
         if len(prov) != len(c.response_ids):  # defensive: an unknown provenance is treated as sampled
             prov = [1] * len(c.response_ids)
+        inserted = prov.count(0)
         cont = conts[i]
         meta: dict[str, Any] = {
             "model": c.model,
@@ -113,15 +114,15 @@ def build_records(
             "complete": complete,
             "release_reason": release_reason,
             "tokens": {
-                "kept": len(prov) - prov.count(0),
-                "inserted": prov.count(0),
+                "kept": len(prov) - inserted,
+                "inserted": inserted,
                 "removed": int(c.removed),
             },
             "continuation": None if cont is None else cont.to_dict(),
         }
         meta.update(c.extra)
         source_index = None
-        if opts.include_original and c.original_ids is not None and list(c.original_ids) != list(c.response_ids):
+        if opts.include_original and c.original_ids is not None and not _same_ids(c.original_ids, c.response_ids):
             meta["original_token_ids"] = list(c.original_ids)
             if c.source_index is not None and len(c.source_index) == len(c.response_ids):
                 source_index = list(c.source_index)
@@ -150,6 +151,18 @@ def build_records(
             merged[-1].metadata["unmatched_rewards"] = [r.value for r in match.unmatched]
         return merged
     return records
+
+
+def _same_ids(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """``list(a) == list(b)`` without the copies when both are lists already."""
+    if a.__class__ is list and b.__class__ is list:
+        return a == b
+    return list(a) == list(b)
+
+
+def _as_list(value: Any) -> list[Any]:
+    """``value`` as a list: a list is passed through (the record builder copies what it keeps)."""
+    return value if value.__class__ is list else list(value)
 
 
 # --- adapters over the middle (corrector + conventions) --------------------------------------------
@@ -199,7 +212,8 @@ def call_data_from_llm_call(call: Any, rollout: tuple[str | None, str | None] = 
     span = call.span
     info = c.read_rollout(span)
     log_probs = getattr(call, "logprobs", None)
-    ids = list(getattr(call, "response_ids", None) or [])
+    # lists are passed on as they are (no per-token copies here): build_records copies what a record keeps
+    ids = _as_list(getattr(call, "response_ids", None) or [])
     prov = getattr(call, "provenance", None)
     if prov is None:
         prov = [1] * len(ids)
@@ -208,12 +222,12 @@ def call_data_from_llm_call(call: Any, rollout: tuple[str | None, str | None] = 
         span_id=_hex_span(span.span_id),
         start=int(span.start_time),
         end=int(span.end_time),
-        prompt_ids=list(getattr(call, "prompt_ids", None) or []),
+        prompt_ids=_as_list(getattr(call, "prompt_ids", None) or []),
         response_ids=ids,
-        provenance=list(prov),
-        source_index=None if getattr(call, "source_index", None) is None else list(call.source_index),
+        provenance=_as_list(prov),
+        source_index=None if getattr(call, "source_index", None) is None else _as_list(call.source_index),
         log_probs=log_probs,
-        original_ids=None if getattr(call, "original_ids", None) is None else list(call.original_ids),
+        original_ids=None if getattr(call, "original_ids", None) is None else _as_list(call.original_ids),
         text=getattr(call, "text", None),
         model=getattr(call, "model", None),
         response_id=getattr(call, "response_id", None),

@@ -72,19 +72,32 @@ def provenance_codes(provenance: Sequence[Any]) -> list[int]:
     return out
 
 
+#: byte -> mask value tables: ``bytes(codes).translate(table)`` maps a whole response in C
+_KEPT_TABLE = bytes([0] + [1] * 255)
+_SAMPLED_TABLE = bytes([0, 1] + [0] * 254)
+
+
 def build_mask(provenance: Sequence[int], policy: str = "kept") -> list[int]:
     """Training mask for a response under a policy.
 
     ``kept``: sampled and shifted tokens 1, inserted 0 (train every token the model actually produced);
     ``sampled``: only tokens before the first edit (exactly on-policy: their context is unchanged);
     ``all``: every token (the edit is trained as if sampled, like re-tokenizing trainers do).
+
+    Codes that fit a byte are mapped in C (``bytes.translate``); anything else per token, with the same result.
     """
     if policy == "kept":
         if INSERTED not in provenance:  # most calls: nothing inserted (C-speed scan)
             return [1] * len(provenance)
-        return [0 if p == INSERTED else 1 for p in provenance]
+        try:
+            return list(bytes(provenance).translate(_KEPT_TABLE))
+        except (TypeError, ValueError):  # not ints in 0..255 (floats, other codes): the general path
+            return [0 if p == INSERTED else 1 for p in provenance]
     if policy == "sampled":
-        return [1 if p == SAMPLED else 0 for p in provenance]
+        try:
+            return list(bytes(provenance).translate(_SAMPLED_TABLE))
+        except (TypeError, ValueError):
+            return [1 if p == SAMPLED else 0 for p in provenance]
     if policy == "all":
         return [1] * len(provenance)
     raise ValueError(f"unknown mask policy {policy!r}; expected one of {MASK_POLICIES}")
@@ -183,6 +196,16 @@ class TripletRecord:
             except TypeError:  # orjson.JSONEncodeError is a TypeError
                 pass
         return _ENCODER.encode(shape)
+
+    def to_json_line(self) -> bytes:
+        """:meth:`to_json` + newline as UTF-8 bytes, what a JSONL sink writes (no str round trip: orjson
+        encodes to bytes)."""
+        if _orjson is not None:
+            try:
+                return _orjson.dumps(self._shape(_same, _same), option=_orjson.OPT_APPEND_NEWLINE)
+            except TypeError:
+                pass
+        return (self.to_json() + "\n").encode("utf-8")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TripletRecord:

@@ -117,7 +117,7 @@ class JsonlSink:
     def write(self, records: Sequence[TripletRecord]) -> None:
         if not records:
             return
-        data = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
+        data = b"".join([r.to_json_line() for r in records])
         with self._lock:
             fd = self._open()
             view = memoryview(data)

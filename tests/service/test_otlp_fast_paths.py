@@ -121,3 +121,16 @@ def test_long_arrays_take_the_bulk_path_and_short_ones_do_not():
     av.array_value.values.add(string_value="x")
     assert packed_ints(av.array_value.SerializeToString(), len(av.array_value.values)) is None
     assert any_value(av) == (*ids, "x")
+
+
+def test_views_built_through_slots_equal_keyword_built_views():
+    from dataclasses import fields
+
+    from otel_tokenfix.trace.view import SpanView, make_span_view
+
+    args = (1, 2, 3, "n", 4, 5, {"a": 1}, (), {"r": 2}, True, object())
+    fast = make_span_view(*args)
+    slow = SpanView(*args)
+    assert fast == slow and fast.source is slow.source
+    assert fast.memo == {} and fast.memo is not make_span_view(*args).memo
+    assert all(getattr(fast, f.name) == getattr(slow, f.name) for f in fields(SpanView))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_tokenfix.triplets.build import CallData, TripletOptions, build_records
 from otel_tokenfix.triplets.record import TripletRecord, build_mask, normalize_log_probs, provenance_codes
@@ -165,3 +167,24 @@ def test_to_json_matches_json_dumps_of_to_dict():
     d["response"]["token_ids"].append(7)
     d["metadata"]["x"] = None
     assert rec.response_ids == (5, 6) and rec.metadata == {"x": [1, 2]}  # to_dict copies
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([0, 1, 2]), st.integers(-3, 300), st.booleans(), st.floats(0, 2)),
+                max_size=60), st.sampled_from(["kept", "sampled", "all"]))
+def test_build_mask_fast_path_equals_the_per_token_rule(provenance, policy):
+    from otel_tokenfix.triplets.record import INSERTED, SAMPLED
+
+    want = {"kept": [0 if p == INSERTED else 1 for p in provenance],
+            "sampled": [1 if p == SAMPLED else 0 for p in provenance],
+            "all": [1] * len(provenance)}[policy]
+    got = build_mask(provenance, policy)
+    assert got == want and all(type(x) is int for x in got)
+
+
+def test_json_line_is_the_json_text_plus_newline():
+    big = TripletRecord("t", "s", 0, [2**70], [1, 2], [1, 0], [1, 0], log_probs=[-0.5, None], text="é\n",
+                        metadata={"k": [1.5, None]})  # an int past 64 bits: the stdlib encoder writes it
+    for rec in (big, TripletRecord("t", "s", 1, [1], [3], [1], [2], log_probs=[-1e-5], reward=0.5)):
+        assert rec.to_json_line() == (rec.to_json() + "\n").encode("utf-8")
+        assert TripletRecord.from_json(rec.to_json_line().decode()) == rec

