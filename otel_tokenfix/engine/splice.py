@@ -57,8 +57,8 @@ def _windows(doc: Doc, table: TokenTable, regions: list[Region], anchors: int) -
     wins: list[_Window] = []
     delta = 0
     for d0, d1, t0, t1 in regions:
-        a = int(np.searchsorted(cut_d, d0, "right")) - 1
-        z = int(np.searchsorted(cut_d, d1, "left"))
+        a = int(cut_d.searchsorted(d0, "right")) - 1
+        z = int(cut_d.searchsorted(d1, "left"))
         a, z = max(a, 0), min(z, last)
         bad = doc.bad
         for _ in range(anchors):
@@ -115,6 +115,8 @@ def encode_exact(table: TokenTable, data: bytes) -> list[int]:
 def _margins(table: TokenTable, doc: Doc, k_lo: int, k_hi: int) -> tuple[list[int], list[int]]:
     """Up to CANON_MARGIN visible tokens each side of a window that may be re-encoded with it."""
     nv = int(doc.vids.size)
+    if doc.gapless and not doc.any_added:  # every neighbour is accepted
+        return doc.vids[max(k_lo - CANON_MARGIN, 0) : k_lo].tolist(), doc.vids[k_hi : k_hi + CANON_MARGIN].tolist()
     m_lo = k_lo
     while m_lo > 0 and k_lo - m_lo < CANON_MARGIN and _anchorable(doc, table, m_lo - 1, m_lo, True):
         m_lo -= 1
@@ -163,7 +165,7 @@ def _pieces(doc: Doc, tb: bytes, w: _Window) -> list[tuple[int, int, int, int]]:
     k_lo, k_hi = int(cut_k[w.a]), int(cut_k[w.z])
     ks = [k_lo]
     ts = [w.t0]
-    if k_hi - k_lo > 1 and int(vis[k_hi - 1]) - int(vis[k_lo]) != k_hi - 1 - k_lo:
+    if not doc.gapless and k_hi - k_lo > 1 and int(vis[k_hi - 1]) - int(vis[k_lo]) != k_hi - 1 - k_lo:
         gaps = np.flatnonzero(np.diff(vis[k_lo:k_hi]) > 1) + k_lo + 1
         for k in gaps.tolist():
             j = int(np.searchsorted(cut_k, k, "right")) - 1  # nearest allowed cut at or before k
