@@ -77,9 +77,13 @@ class TokenTable:
     lossy_normalizer: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     #: The added ids as a set (membership tests on a few Python ints, cheaper than numpy scalar indexing).
-    added_ids: frozenset[int] = frozenset()
+    added_ids: frozenset[int] = field(init=False, repr=False)
     #: Some valid id decodes to no bytes (then byte gathers take their general path).
-    has_empty: bool = True
+    has_empty: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.added_ids = frozenset(np.flatnonzero(self.added).tolist())
+        self.has_empty = bool((self.valid & (self.lengths == 0)).any())
 
     def lookup(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """Ids as an int64 array and their packed table entries (one gather: fewer cache misses than one
@@ -387,6 +391,4 @@ def build_table(tokenizer: PreTrainedTokenizerBase) -> TokenTable:
         bos=bos if isinstance(bos, int) else None,
         byte_ids=byte_ids,
         lossy_normalizer=lossy,
-        added_ids=frozenset(np.flatnonzero(added).tolist()),
-        has_empty=bool((valid & (lengths == 0)).any()),
     )
