@@ -217,6 +217,7 @@ def _local(
     on character boundaries, so they are valid UTF-8 and decode the same on their own. The first anchor
     step is tried on a slice with LOCAL_MARGIN_FIRST cuts (what that step can reach), which gives that
     step's result of the whole response; only if it fails are all steps run on the LOCAL_MARGIN slice.
+    Before any slice, ``_one_window`` tries the common case of one window straight on the whole response.
     Only the display bytes and a common prefix/suffix are computed over all ids; output lists are built
     by slicing. ``None``: not applicable (or not proven here), the caller takes the whole-response path."""
     vis, sel, off, _, d = shown
