@@ -4,7 +4,8 @@ Two workloads: (a) traces without LLM spans (10 spans each), (b) traces with one
 edit each (root + LLM span + the agent step carrying the edit). "Ingested" means end to end: from the
 first request sent until the service has released every trace (corrected it and written its triplets;
 ``--root-grace 0``). Measured in the same run: the raw OTLP decode rate of the same request bytes
-(``ParseFromString``, and parse + SpanView + reading each span's attributes as the middle does).
+(``ParseFromString``, and parse + SpanView + reading each span's attributes as the middle does), and the
+same pipeline run in this process, split into the token engine's part and the rest.
 
     .venv/bin/python -m bench.serve_bench [--scale 1.0]
 """
@@ -236,6 +237,48 @@ def measure_decode(requests: list[bytes], repeat: int = 2) -> tuple[float, float
     return best_parse, best_views
 
 
+def measure_inprocess(requests: list[bytes], tok, tmp: Path, repeat: int = 3) -> tuple[float, float]:
+    """(seconds, engine seconds) of the service pipeline run in this process on the same request bytes,
+    with the serving process's settings (root grace 0, JSONL sink, GC): parse, SpanViews, assembly, correction,
+    records, write; the median of ``repeat`` runs. The engine part is the time inside the corrector's calls
+    of the token engine, so "non-engine" = everything the service adds around it (no gRPC here)."""
+    import statistics
+
+    import otel_tokenfix.trace.corrector as corrector
+    from otel_tokenfix.otlp.decode import parse_request
+    from otel_tokenfix.service.pipeline import Pipeline, PipelineOptions
+    from otel_tokenfix.service.server import settle_heap
+    from otel_tokenfix.triplets.sinks import JsonlSink
+
+    settle_heap()  # the serving process's collector settings (its start-up heap frozen)
+    engine = [0.0]
+    real = corrector._apply
+
+    def timed(*args):
+        t = time.perf_counter()
+        try:
+            return real(*args)
+        finally:
+            engine[0] += time.perf_counter() - t
+
+    runs = []
+    corrector._apply = timed
+    try:
+        for k in range(repeat):
+            engine[0] = 0.0
+            pipeline = Pipeline(tokenizers={"qwen2.5": tok}, sink=JsonlSink(tmp / f"inproc-{k}.jsonl"),
+                                options=PipelineOptions(root_grace=0))
+            t = time.perf_counter()
+            for body in requests:
+                pipeline.submit(parse_request(body), body)
+            pipeline.close()
+            runs.append((time.perf_counter() - t, engine[0]))
+    finally:
+        corrector._apply = real
+    total = statistics.median(r[0] for r in runs)
+    return total, next(e for t, e in runs if t == total)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the workload sizes")
@@ -243,6 +286,9 @@ def main(argv: list[str] | None = None) -> None:
     from otel_tokenfix.tokenizers.builtin import qwen_tokenizer
 
     tok = qwen_tokenizer()
+    from otel_tokenfix.service.server import warm_up
+
+    warm_up(tok)  # the engine's tables, as serve builds them at start (not counted in-process either)
     rng = random.Random(1)
     n_plain = max(10, int(6000 * args.scale))  # traces of 10 spans
     n_llm = max(10, int(3000 * args.scale))  # traces of 3 spans, one LLM span
@@ -259,11 +305,12 @@ def main(argv: list[str] | None = None) -> None:
             parse_s, views_s = measure_decode(requests)
             r = measure_serve(requests, n_spans, n_traces, tok_dir, tmp, name.split()[0].strip("()"))
             mb = sum(len(b) for b in requests) / 1e6
-            rows.append((name, n_spans, unit, r, parse_s, views_s, mb))
+            inproc = measure_inprocess(requests, tok, tmp)
+            rows.append((name, n_spans, unit, r, parse_s, views_s, mb, inproc))
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'workload':32} {'spans':>6} {'MB':>6} {'end-to-end spans/s':>19} {'(unit)/s':>9} "
           f"{'acked spans/s':>14} {'parse spans/s':>14} {'parse+all-attrs spans/s':>24}")
-    for name, n_spans, unit, r, parse_s, views_s, mb in rows:
+    for name, n_spans, unit, r, parse_s, views_s, mb, _ in rows:
         serve_rate = n_spans / r["seconds"]
         unit_rate = unit / r["seconds"]
         acked = n_spans / r["send_seconds"]
@@ -271,11 +318,15 @@ def main(argv: list[str] | None = None) -> None:
               f"{n_spans / parse_s:>14,.0f} {n_spans / views_s:>24,.0f}")
     targets = {"(a) no LLM spans": 30_000, "(b) 1k-token LLM span + 1 edit": 3_000}
     print("ratios (same run): end-to-end (unit)/s vs its target; end-to-end spans/s vs the raw decode rates")
-    for name, n_spans, unit, r, parse_s, views_s, _ in rows:
+    for name, n_spans, unit, r, parse_s, views_s, *_ in rows:
         unit_rate, serve_rate = unit / r["seconds"], n_spans / r["seconds"]
         print(f"  {name:32} {unit_rate / targets[name]:>6.1%} of target {targets[name]:,}/s; "
               f"{serve_rate * parse_s / n_spans:>6.2%} of parse, {serve_rate * views_s / n_spans:>6.1%} of "
               f"parse+all-attrs")
+    print("in process (same request bytes, no gRPC; median of 3): ms per unit, all / in the token engine / "
+          "the rest (the service around the engine)")
+    for name, _, unit, _, _, _, _, (total, engine) in rows:
+        print(f"  {name:32} {total / unit * 1e3:8.3f} {engine / unit * 1e3:8.3f} {(total - engine) / unit * 1e3:8.3f}")
     for name, _, _, r, *_ in rows:
         print(f"  {name}: {r['traces']} traces, {r['triplets']} triplets, {r['corrected']} corrected, "
               f"{r['internal_errors']} internal errors, {r['seconds']:.2f}s end to end "

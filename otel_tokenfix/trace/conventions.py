@@ -778,9 +778,10 @@ def read_rewards(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> lis
     attrs = span.attributes
     out: dict[int, dict[str, Any]] = {}
     prefix = AGL_REWARD_PREFIX + "."
-    for key, value in attrs.items():
+    for key in attrs:  # keys first: a lazy mapping converts only the values read (not a 1k-token array)
         if not key.startswith(prefix):
             continue
+        value = attrs[key]
         rest = key[len(prefix):].split(".", 1)
         if not rest[0].isdigit():
             continue

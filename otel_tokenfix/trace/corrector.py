@@ -19,7 +19,7 @@ from typing import Any
 
 from . import conventions as cv
 from .conventions import Conventions, EditEvent, IdsRead
-from .view import SpanView
+from .view import CheckedList, SpanView
 
 TokenizerLookup = Callable[[str | None], Any]
 
@@ -458,9 +458,9 @@ def _correct_one(
             **_base(p, index, conv),
             response_ids=ids,
             original_ids=ids,
-            provenance=[1] * len(ids),
+            provenance=CheckedList([1] * len(ids)),
             source_index=list(range(len(ids))),
-            logprobs=list(lp) if lp is not None else None,
+            logprobs=CheckedList(lp) if lp is not None else None,  # floats: read_logprobs checked them
             original_logprobs=lp,
             text=text,
             edits=0,
@@ -498,7 +498,7 @@ def _correct_one(
         **_base(p, index, conv),
         response_ids=new_ids,
         original_ids=ids,
-        provenance=_provenance_codes(correction),
+        provenance=CheckedList(_provenance_codes(correction)),
         source_index=source_index,
         logprobs=list(correction.logprobs) if correction.logprobs is not None else None,
         original_logprobs=lp,
@@ -513,8 +513,6 @@ def _correct_one(
 
 
 _INT_ONLY = frozenset({int})
-
-
 def _int_copy(values: Sequence[Any]) -> list[int]:
     """``list(map(int, values))``; a list that holds only ints (the engine's output) is copied in C."""
     if values.__class__ is list and set(map(type, values)) <= _INT_ONLY:

@@ -14,6 +14,15 @@ from typing import Any
 AttributeValue = Any  # str | bool | int | float | tuple of those (SDK) — or whatever a door produced
 
 
+class CheckedList(list):  # type: ignore[type-arg]
+    """A list whose producer guarantees its element types: provenance codes that are ints 0, 1 or 2, or
+    log-probs that are floats or ``None``. Why: the record builder checks each token's type for lists from
+    anywhere; for the corrector's own lists (built from the engine's codes and parsed floats) those passes
+    are skipped. Only the corrector makes them; a plain list is always checked."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class EventView:
     name: str

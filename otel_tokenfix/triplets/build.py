@@ -162,7 +162,7 @@ def _same_ids(a: Sequence[Any], b: Sequence[Any]) -> bool:
 
 def _as_list(value: Any) -> list[Any]:
     """``value`` as a list: a list is passed through (the record builder copies what it keeps)."""
-    return value if value.__class__ is list else list(value)
+    return value if isinstance(value, list) else list(value)
 
 
 # --- adapters over the middle (corrector + conventions) --------------------------------------------

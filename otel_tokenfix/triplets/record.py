@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..trace.view import CheckedList
+
 MaskPolicy = Literal["kept", "sampled", "all"]
 MASK_POLICIES: tuple[str, ...] = ("kept", "sampled", "all")
 
@@ -45,7 +47,7 @@ def provenance_codes(provenance: Sequence[Any]) -> list[int]:
     Why the set passes: a response has thousands of tokens but at most three distinct values, so the
     checks run over ``set(...)`` / ``map(type, ...)`` in C and only odd inputs take the per-token loop."""
     values = list(provenance)  # a copy: records never alias the caller's lists
-    if not values:
+    if not values or provenance.__class__ is CheckedList:  # the corrector's codes: ints 0-2 by construction
         return values
     distinct = set(values)
     if distinct <= _CODES and set(map(type, values)) == {int}:  # the common case: plain int codes
@@ -112,6 +114,11 @@ def normalize_log_probs(log_probs: Sequence[Any] | None, length: int) -> list[fl
     """
     if log_probs is None or len(log_probs) != length:
         return None
+    if log_probs.__class__ is CheckedList:  # floats or None by construction: only the finiteness pass
+        if math.isfinite(sum(filter(None, log_probs))):
+            return list(log_probs)
+        isfinite = math.isfinite
+        return [None if v is None or not isfinite(v) else v for v in log_probs]
     # fast path (C passes only): floats and None (a corrected call's inserted positions) whose non-None
     # values have a finite sum hold no NaN or infinity; only other inputs take the per-token loop
     types = set(map(type, log_probs))

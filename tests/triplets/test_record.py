@@ -188,3 +188,17 @@ def test_json_line_is_the_json_text_plus_newline():
     for rec in (big, TripletRecord("t", "s", 1, [1], [3], [1], [2], log_probs=[-1e-5], reward=0.5)):
         assert rec.to_json_line() == (rec.to_json() + "\n").encode("utf-8")
         assert TripletRecord.from_json(rec.to_json_line().decode()) == rec
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 2]), max_size=40),
+       st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none()), max_size=40))
+def test_checked_lists_give_what_plain_lists_give(codes, log_probs):
+    """The corrector's CheckedLists skip per-token type passes; the result is the checked one's."""
+    from otel_tokenfix.trace.view import CheckedList
+
+    assert provenance_codes(CheckedList(codes)) == provenance_codes(codes)
+    assert type(provenance_codes(CheckedList(codes))) is list
+    fast, slow = normalize_log_probs(CheckedList(log_probs), len(log_probs)), normalize_log_probs(log_probs,
+                                                                                                   len(log_probs))
+    assert repr(fast) == repr(slow) and type(fast) is list
