@@ -25,7 +25,7 @@ from ..otlp.decode import SpanRef, request_views
 from ..otlp.encode import apply_overlay
 from ..trace import conventions as cv
 from ..trace.assembly import REASON_SHUTDOWN, Release, TraceAssembly, ids_weight
-from ..trace.corrector import correct_release
+from ..trace.corrector import as_lookup, correct_release
 from ..trace.view import SpanView
 from ..triplets.build import TripletOptions, build_triplets, rewards_from_spans
 from ..triplets.record import TripletRecord
@@ -158,6 +158,8 @@ class Pipeline:
     ) -> None:
         self.options = options or PipelineOptions()
         self.tokenizers = tokenizers
+        #: ``lookup(model) -> tokenizer``, normalised once (a mapping would be re-indexed for every trace)
+        self._lookup = as_lookup(tokenizers)
         self.conventions = conventions
         #: without a next hop the corrected span copy (the overlay) is never sent: skip its most costly part,
         #: re-writing the source keys (re-parsing and re-indexing e.g. a ``logprobs.content`` JSON string)
@@ -420,7 +422,7 @@ class Pipeline:
     def _records(self, release: Release) -> tuple[list[TripletRecord], Any]:
         spans = release.all_spans
         forwarding = self.forwarder is not None
-        tc = correct_release(release, self.tokenizers, conventions=self._correct_conv,
+        tc = correct_release(release, self._lookup, conventions=self._correct_conv,
                              mark_unchanged=forwarding and self.options.mark_unchanged
                              and _has_edits(release, self.conventions),
                              overlays=forwarding)

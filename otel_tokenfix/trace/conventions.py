@@ -588,23 +588,25 @@ def _logprobs_from(value: Any, conv: Conventions) -> list[float] | None:
         else:
             return None
     if isinstance(obj, (list, tuple)):
-        if set(map(type, obj)) <= {dict}:  # parsed JSON: the logprob of each entry read in C
+        if obj and obj[0].__class__ is dict:  # parsed JSON entries: each one's logprob read in C
             try:
-                return _float_list(list(map(_LOGPROB, obj)))
-            except KeyError:  # an entry without one: None there, so the list is rejected as before
-                return _float_list([x.get("logprob") for x in obj])
+                return _float_list(list(map(_LOGPROB, obj)), fresh=True)
+            except (KeyError, TypeError):  # an entry without one, or not a mapping: the general path
+                pass
         if all(isinstance(x, Mapping) for x in obj):
             return _float_list([x.get("logprob") for x in obj])
         return _float_list(obj)
     return None
 
 
-def _float_list(values: Any) -> list[float] | None:
+def _float_list(values: Any, fresh: bool = False) -> list[float] | None:
+    """``values`` as a list of floats (ints converted; bools, text and None refused). ``fresh``: ``values``
+    is a list made for this call, returned as it is instead of copied."""
     if not isinstance(values, (list, tuple)):
         return None
     kinds = set(map(type, values))
     if kinds <= {float}:  # the usual case (parsed JSON): checked in C, no per-token Python loop
-        return list(values)
+        return values if fresh and values.__class__ is list else list(values)
     if kinds <= {float, int}:  # bool is a subclass of int but its own type here, so it is excluded
         return list(map(float, values))
     out: list[float] = []
