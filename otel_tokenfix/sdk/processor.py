@@ -494,7 +494,7 @@ class TokenFixSpanProcessor(SpanProcessor):
 
     def _process_one(self, release: Release) -> None:
         spans = release.spans  # the raw ReadableSpans this processor held
-        if release.plain or (release.correct and not _has_edits(release)):
+        if release.plain or (release.correct and not _has_edits(release, self.conventions)):
             # no edit event anywhere in the trace: nothing can change and no exporter downstream can
             # misapply one, so the spans go out as they came (no ids parsed, no copy, no mark)
             tick = self._plain_fast.tick
@@ -591,13 +591,16 @@ def _with_sdk_limits(conventions: Conventions) -> Conventions:
     return replace(conventions, truncation_limit=limit)
 
 
-def _has_edits(release: Release) -> bool:
-    """Whether the release may involve an edit: a span with events (held, or remembered as the trace's
-    context), a routed carrier (foreign) or an edit note. Reading the edits is the corrector's job; this is
-    only the cheap "certainly nothing to do" test (held LLM spans rarely carry events; context may also
-    hold LLM calls without ids, which change nothing by themselves)."""
-    return bool(release.foreign or release.edit_notes) or any(view.events for view in release.context) or any(
-        span._events for span in release.spans  # noqa: SLF001 - raw ReadableSpans (see on_end)
+def _has_edits(release: Release, conv: Conventions) -> bool:
+    """Whether an edit event is in play for this trace: on one of its spans (held, or remembered as its
+    context), on a span of another trace aiming at it (foreign), or noted by the assembly. Reading the edits
+    is the corrector's job; this is only the cheap "certainly nothing to do" test, the same as the OTLP
+    service's (other events, e.g. exceptions, change nothing: such a trace goes out untouched)."""
+    if release.foreign or release.edit_notes:
+        return True
+    name = conv.edit_event_name
+    return any(view.events and any(ev.name == name for ev in view.events) for view in release.context) or any(
+        span.events and any(ev.name == name for ev in span.events) for span in release.spans
     )
 
 

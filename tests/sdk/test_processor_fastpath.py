@@ -228,3 +228,19 @@ def test_threads_with_edits_and_plain_traces_leave_nothing_stranded(qwen):
     st = p.processor.stats
     assert st["held_spans"] == 0 and st["held_traces"] == 0 and st["internal_errors"] == 0
     assert len(p.named("llm")) == 8 * 40 and st["corrected"] == 8 * 14
+
+
+def test_a_trace_whose_only_events_are_not_edits_goes_out_untouched(qwen):
+    """Exception events (or any other) change nothing: the LLM span goes out as it came, with no mark, as the
+    OTLP service sends such a trace."""
+    keep = Keeping()
+    p = make_pipeline({MODEL: qwen}, downstream=keep)
+    with p.tracer.start_as_current_span("run") as run:
+        with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, "One two three.")) as llm:
+            llm.add_event("exception", {"exception.type": "ValueError"})
+        run.add_event("agent.note", {"n": 1})
+    out = {s.name: s for s in keep.got}
+    assert set(out) == {"run", "llm"}
+    assert not [k for k in out["llm"].attributes if k.startswith("tokenfix.")]
+    assert [e.name for e in out["llm"].events] == ["exception"]
+    assert p.processor.stats["unchanged"] == 1 and p.processor.stats["corrected"] == 0  # counted, not marked
