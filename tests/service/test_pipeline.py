@@ -171,3 +171,19 @@ def test_forward_marks_unchanged_only_in_traces_with_edits(qwen):
         # 3 LLM calls per edited run, 2 of them edited (agent_traces.TURNS)
         assert Counter(status.values()) == {"corrected": 4, ("unchanged" if mark else None): 2}
         assert pipeline.stats.unchanged == 2 + 6 and pipeline.stats.corrected == 4
+
+
+def test_rewards_on_traces_without_llm_calls_are_counted():
+    from otel_tokenfix.trace.view import SpanView
+
+    def view(tid, sid, parent, attrs):
+        return SpanView(trace_id=tid, span_id=sid, parent_span_id=parent, name="s", start_time=1, end_time=2,
+                        attributes=attrs)
+
+    pipeline = Pipeline(tokenizers=None, sink=[], options=PipelineOptions(root_grace=0))
+    pipeline.add_views([view(1, 11, 10, {"agentlightning.reward.0.value": 1.0}), view(1, 10, None, {}),
+                        view(2, 21, 20, {"reward": 0.5, "other": 1}), view(2, 20, None, {}),  # not an annotation
+                        view(3, 31, 30, {"agentops.task.output": '{"type": "reward", "value": 2}'}),
+                        view(3, 30, None, {"x": 1})])
+    pipeline.close()
+    assert pipeline.stats.traces == 3 and pipeline.stats.orphan_rewards == 2
