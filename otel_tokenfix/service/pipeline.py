@@ -265,11 +265,12 @@ class Pipeline:
     def _release_weight(self, releases: Sequence[Release]) -> tuple[int, int]:
         spans = ids = 0
         conv = self.conventions
+        id_keys = conv.id_key_set
         for r in releases:
             spans += len(r.spans)
             for view in r.spans:
                 attrs = getattr(view, "attributes", None)
-                if attrs is not None:
+                if attrs is not None and not id_keys.isdisjoint(attrs.keys()):  # most spans hold no ids
                     ids += ids_weight(attrs, conv)
         return spans, ids
 

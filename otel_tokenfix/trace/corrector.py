@@ -222,12 +222,16 @@ def correct_trace(
     #: LLM calls without usable ids (no ids returned, capture error, unreadable ids): edits aimed at them,
     #: explicitly or as the most recent call, are reported, never moved to another call
     idless: list[tuple[SpanView, str]] = []
+    watch = conv.watch_key_set
     for span in spans:
         if span.span_id in seen:
             continue
         seen.add(span.span_id)
         if span.events:
             carriers.append(span)
+        attrs = span.attributes
+        if watch.isdisjoint(attrs.keys() if hasattr(attrs, "keys") else attrs):
+            continue  # no ids key and no LLM marker: not a call (most spans; one C-speed test)
         if cv.has_response_key(span, conv):
             ids_read = cv.read_response_ids(span, conv)
             if ids_read is not None:
