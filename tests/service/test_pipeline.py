@@ -187,3 +187,18 @@ def test_rewards_on_traces_without_llm_calls_are_counted():
                         view(3, 30, None, {"x": 1})])
     pipeline.close()
     assert pipeline.stats.traces == 3 and pipeline.stats.orphan_rewards == 2
+
+
+def test_triplet_only_mode_writes_the_same_records_as_forwarding(qwen):
+    """Without a next hop no overlay is built (the fast path); the triplets are byte for byte the same."""
+    requests, _ = agent_requests(qwen, 3)
+    lines = []
+    for forwarder in (None, RecordingForwarder()):
+        sink: list = []
+        pipeline = Pipeline(tokenizers={"qwen2.5": qwen}, sink=sink, forwarder=forwarder,
+                            options=PipelineOptions(root_grace=0))
+        for req in requests:
+            pipeline.submit(req)
+        pipeline.close()
+        lines.append([r.to_json_line() for r in sink])
+    assert len(lines[0]) == 9 and lines[0] == lines[1]
