@@ -4,6 +4,12 @@ Why the JSONL sink writes each trace with a single ``os.write`` on an ``O_APPEND
 (``tail -f``, a trainer polling the file) must never see a partial line, even when the process dies or
 several processes append to the same file. A short write (disk full) is completed in a loop; if that
 fails the error is raised so the retrying front keeps the records.
+
+One thing a single write cannot prevent: Linux may stop a write of many pages at a page boundary when the
+writer is SIGKILLed, leaving a torn last line. The next writer to open the file closes such a fragment off
+with a newline before its first record (else its first record would be glued to the fragment and lost to
+readers, who skip malformed lines). Writers hold an exclusive ``flock`` for each write and for that check,
+so a writer never mistakes another's write in progress for a fragment (no blank lines either).
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .record import TripletRecord
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: no advisory locks, the fragment check runs unlocked
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +113,25 @@ class JsonlSink:
         if self._fd is None:
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            st = os.fstat(self._fd)
+            readable = True
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            except PermissionError:  # a write-only file: appended to without the fragment check
+                fd, readable = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644), False
+            try:
+                _lock(fd)
+                try:
+                    st = os.fstat(fd)
+                    if readable and st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                        os.write(fd, b"\n")
+                        log.warning("tokenfix: %s ended in a torn line (a writer was killed mid-write); closed it "
+                                    "off with a newline before appending (readers skip the fragment)", self.path)
+                finally:
+                    _unlock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
             self._ident = (st.st_dev, st.st_ino)
         return self._fd
 
@@ -120,10 +148,14 @@ class JsonlSink:
         data = b"".join([r.to_json_line() for r in records])
         with self._lock:
             fd = self._open()
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            _lock(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            finally:
+                _unlock(fd)
             if self.fsync:
                 os.fsync(fd)
 
@@ -139,6 +171,16 @@ class JsonlSink:
                     os.close(self._fd)
                 finally:
                     self._fd = None
+
+
+def _lock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _unlock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def make_sink(target: object) -> TripletSink:

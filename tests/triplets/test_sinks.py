@@ -179,3 +179,36 @@ def test_retrying_sink_bound_drops_oldest_loudly(caplog):
     assert "dropped" in caplog.text
     assert s.close() is False and inner.closed
     assert "not written" in caplog.text
+
+
+def test_a_torn_last_line_is_closed_off_before_the_next_writer_appends(tmp_path, caplog):
+    """After a writer was killed mid-write, the next one's first record must not be glued to the fragment."""
+    path = tmp_path / "t.jsonl"
+    s = JsonlSink(path)
+    s.write([rec(1)])
+    s.close()
+    with open(path, "ab") as fh:
+        fh.write(rec(2).to_json_line()[:40])  # what a SIGKILL mid-write can leave
+    s2 = JsonlSink(path)
+    s2.write([rec(3)])
+    s2.write([rec(4)])
+    s2.close()
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and b"" not in lines[:-1]  # no blank line
+    assert list(read_jsonl(path)) == [rec(1), rec(3), rec(4)]  # only the fragment is skipped
+    assert "torn line" in caplog.text
+    s3 = JsonlSink(path)  # a whole file is left alone
+    s3.write([rec(5)])
+    s3.close()
+    assert list(read_jsonl(path)) == [rec(1), rec(3), rec(4), rec(5)]
+    assert path.read_bytes().count(b"\n") == 5
+
+
+def test_writers_starting_on_a_torn_file_together_close_it_off_once(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(rec(9).to_json_line() + rec(9).to_json_line()[:25])
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), "4"]) for w in range(1, 4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and b"" not in lines[:-1]
+    assert len(list(read_jsonl(path))) == 1 + 3 * 4 * 3  # every record of every writer is readable
