@@ -207,30 +207,31 @@ class TokenFixSpanProcessor(SpanProcessor):
             if found.isdisjoint(self._response_keys):
                 self._on_end_general(span)  # an LLM call without ids
                 return
-            # an LLM span without events, held as it is: the express lane when it can take it
-            if parent is not None and not parent[2] and ctx[3] & 1 and not self._shutdown:
-                held = False
-                try:
-                    response_id = None
-                    for key in self._response_id_keys:
-                        value = attrs.get(key)
-                        if value.__class__ is str and value:
-                            response_id = value
-                            break
-                    weight = 0  # ids_weight, inlined
-                    for key in found:
-                        value = attrs[key]
-                        weight += len(value) if value.__class__ is tuple else value_weight(value)
+            # an LLM span without events, held as it is: its response id (routing) and weight (bounds), then
+            # the express lane when it can take it
+            held = False
+            response_id = None
+            weight = 0
+            try:
+                for key in self._response_id_keys:
+                    value = attrs.get(key)
+                    if value.__class__ is str and value:
+                        response_id = value
+                        break
+                for key in found:  # ids_weight, inlined
+                    value = attrs[key]
+                    weight += len(value) if value.__class__ is tuple else value_weight(value)
+                if parent is not None and not parent[2] and ctx[3] & 1 and not self._shutdown:
                     now = self._clock()
                     with self._lock:
                         held = self._assembly.hold_express(ctx[0], ctx[1], span, weight, response_id, now)
-                except Exception:  # noqa: BLE001 - the general hold below still takes it
-                    self._count("internal_errors")
-                    logger.exception("tokenfix: express hold failed")
-                if held:
-                    self._held_tick()
-                    return
-            self._hold_llm(span, attrs)
+            except Exception:  # noqa: BLE001 - the general hold below still takes it
+                self._count("internal_errors")
+                logger.exception("tokenfix: express hold failed")
+            if held:
+                self._held_tick()
+                return
+            self._hold_llm(span, response_id, weight)
             return
         # neither an LLM span nor an edit carrier: it passes now; a local root (a SpanContext is a tuple:
         # [0] trace id, [2] is_remote) first releases its trace's held spans, lock-free when none are held
@@ -288,9 +289,9 @@ class TokenFixSpanProcessor(SpanProcessor):
             self._count("internal_errors")
             logger.exception("tokenfix: releasing a trace at its root failed")
 
-    def _hold_llm(self, span: ReadableSpan, attrs: Mapping[str, Any]) -> None:
-        """An SDK-built LLM span without events: held as it is (ids are parsed at release, and only if
-        the trace has edits), with its weight and response id for bounds and routing."""
+    def _hold_llm(self, span: ReadableSpan, response_id: str | None, weight: int) -> None:
+        """An SDK-built LLM span without events that the express lane did not take (a root, a late part, a
+        bound or timeout due, unsampled, shut down): held as it is through the assembly's full path."""
         held = False
         try:
             ctx = span._context  # noqa: SLF001
@@ -298,23 +299,9 @@ class TokenFixSpanProcessor(SpanProcessor):
                 self._forward(span)
                 return
             parent = span._parent  # noqa: SLF001
-            response_id = None
-            for key in self._response_id_keys:
-                value = attrs.get(key)
-                if value.__class__ is str and value:
-                    response_id = value
-                    break
-            weight = ids_weight(attrs, self.conventions)
-            local_root = parent is None or parent[2]
-            if not local_root:
-                now = self._clock()
-                with self._lock:
-                    held = self._assembly.hold_express(ctx[0], ctx[1], span, weight, response_id, now)
-                if held:
-                    self._held_tick()
-                    return
             with self._lock:
-                releases = self._assembly.add_held(ctx[0], ctx[1], span, local_root, weight, response_id)
+                releases = self._assembly.add_held(ctx[0], ctx[1], span, parent is None or parent[2], weight,
+                                                   response_id)
             held = True
             self._held_tick()
             for release in releases:

@@ -291,35 +291,11 @@ class TraceAssembly:
         event arrives, a bound or timeout is hit, a flush) they are first *settled* into full entries, and
         the memories of released spans are written then, so routing and late-edit detection see them."""
         now = self.clock() if now is None else now
+        if not local_root and self.hold_express(trace_id, span_id, item, weight, response_id, now):
+            return []
+        # anything the express lane refused (a root, a late part, a held trace, a due timeout, a bound):
+        # the full path, which expires what is due and enforces the bounds after adding
         releases = self._expire(now) if now >= self._next_due else []
-        traces = self._traces
-        if not local_root and not self._late_part and trace_id not in traces:
-            express = self._express
-            e = express.get(trace_id)
-            if e is None:
-                # [created, ids, response ids or None, item, span id, item, span id, ...]: one list per trace
-                e = express[trace_id] = [now, weight, None, item, span_id]  # stored before reading the ended roots
-                if self._root_ended(trace_id):  # a late part: the full path handles it
-                    del express[trace_id]
-                    e = None
-                else:
-                    due = now + self.hold_timeout
-                    if due < self._next_due:
-                        self._next_due = due
-            else:
-                e[1] += weight
-                e += (item, span_id)
-            if e is not None:
-                if response_id:
-                    if e[2] is None:
-                        e[2] = []
-                    e[2].append(response_id)
-                spans = self.held_spans = self.held_spans + 1
-                ids = self.held_ids = self.held_ids + weight
-                if (spans + self.context_spans > self.max_spans or ids > self.max_ids
-                        or len(express) + len(traces) > self.max_traces):
-                    releases.extend(self._enforce_bounds())
-                return releases
         if self._express or self._express_log:
             self._settle()
         entry = self._traces.get(trace_id) or self._new_entry(trace_id, now)
@@ -329,10 +305,11 @@ class TraceAssembly:
 
     def hold_express(self, trace_id: int, span_id: int, item: Any, weight: int, response_id: str | None,
                      now: float) -> bool:
-        """:meth:`add_held`'s commonest case in the fewest steps (the SDK processor's hot path): a span that is
-        not a local root joins the express lane when nothing else is due — no timeout or grace due, no bound
-        reached, its trace neither held otherwise nor past its root. Returns False having changed nothing
-        when any of that fails: the caller then calls :meth:`add_held`, which handles every case."""
+        """The express lane (see :meth:`add_held`, which tries it first): a span that is not a local root joins
+        it when nothing else is due — no timeout or grace due, no bound reached, its trace neither held
+        otherwise nor past its root. Returns False having changed nothing when any of that fails. The SDK
+        processor calls it directly on its hot path (one call instead of two) and :meth:`add_held` if refused.
+        An express entry is ``[created, ids, response ids or None, item, span id, item, span id, ...]``."""
         traces = self._traces
         if now >= self._next_due or self._late_part or (traces and trace_id in traces):
             return False

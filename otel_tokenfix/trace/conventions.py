@@ -13,7 +13,7 @@ import ast
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from operator import itemgetter
@@ -370,21 +370,24 @@ class IdsRead:
     keys: tuple[str, ...]
 
 
-def _memo(span: Any) -> dict[Any, Any] | None:
-    """The span's memo of derived values (``SpanView.memo``); ``None`` for other span-like objects."""
-    return getattr(span, "memo", None)
+def _memoized(span: Any, mkey: tuple[Any, ...], compute: Callable[..., Any], *args: Any) -> Any:
+    """``compute(*args)``, once per span and ``mkey`` when the span has a memo of derived values
+    (``SpanView.memo``; other span-like objects have none): every other time the stored result, ``None``
+    included."""
+    memo = getattr(span, "memo", None)
+    if memo is None:
+        return compute(*args)
+    found = memo.get(mkey, memo)
+    if found is memo:
+        found = memo[mkey] = compute(*args)
+    return found
 
 
 def read_response_ids(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> IdsRead | None:
     """The sampled response ids (first key in ``conv.response_keys`` that holds ids). Parsed once per span
     (memoized on the view); every call returns its own copy of the ids."""
-    memo = _memo(span)
-    if memo is None:
-        return _read_response_ids(span, conv)
     mkey = ("response_ids", conv.response_keys, conv.max_literal_chars, conv.max_ids)
-    found = memo.get(mkey, memo)
-    if found is memo:
-        found = memo[mkey] = _read_response_ids(span, conv)
+    found = _memoized(span, mkey, _read_response_ids, span, conv)
     return None if found is None else IdsRead(list(found.ids), found.key, found.keys)
 
 
@@ -410,13 +413,8 @@ def _read_response_ids(span: SpanView, conv: Conventions) -> IdsRead | None:
 
 def read_prompt_ids(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> list[int] | None:
     """Prompt ids (first key in ``conv.prompt_keys`` that holds ids); memoized like the response ids."""
-    memo = _memo(span)
-    if memo is None:
-        return _read_prompt_ids(span, conv)
     mkey = ("prompt_ids", conv.prompt_keys, conv.max_literal_chars, conv.max_ids)
-    found = memo.get(mkey, memo)
-    if found is memo:
-        found = memo[mkey] = _read_prompt_ids(span, conv)
+    found = _memoized(span, mkey, _read_prompt_ids, span, conv)
     return None if found is None else list(found)
 
 
@@ -554,17 +552,10 @@ def read_logprobs_with_key(
     """Like :func:`read_logprobs`, also naming the key the logprobs came from. Each key's value is parsed
     once per span (memoized on the view); every call returns its own list."""
     attrs = span.attributes
-    memo = _memo(span)
     for key in conv.logprob_keys:
         if key not in attrs:
             continue
-        if memo is None:
-            values = _logprobs_from(attrs[key], conv)
-        else:
-            mkey = ("logprobs", key, conv.max_literal_chars)
-            values = memo.get(mkey, memo)
-            if values is memo:
-                values = memo[mkey] = _logprobs_from(attrs[key], conv)
+        values = _memoized(span, ("logprobs", key, conv.max_literal_chars), _logprobs_from, attrs[key], conv)
         if values is not None and (n_ids is None or len(values) == n_ids):
             return list(values), key
     return None
