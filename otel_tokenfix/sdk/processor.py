@@ -213,9 +213,9 @@ class TokenFixSpanProcessor(SpanProcessor):
             response_id = None
             weight = 0
             try:
-                for key in self._response_id_keys:
+                for key in self._response_id_keys:  # conventions.first_str, inlined
                     value = attrs.get(key)
-                    if value.__class__ is str and value:
+                    if isinstance(value, str) and value:
                         response_id = value
                         break
                 for key in found:  # ids_weight, inlined
@@ -246,7 +246,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         self._passed_tick()
         try:
             emit = self._downstream_emit
-            if emit is not None:  # exactly BatchSpanProcessor.on_end (an SDK span: its context is _context)
+            if emit is not None:  # _forward, inlined (an SDK span: its context is _context, no class check)
                 if ctx and ctx[3] & 1:  # [3]: trace flags; bit 0: sampled
                     emit(span)
             else:
@@ -258,7 +258,7 @@ class TokenFixSpanProcessor(SpanProcessor):
     def _plain_root(self, trace_id: int) -> None:
         """A local root that is neither held nor an edit carrier ended: release its trace's held spans
         (before the root goes downstream: a trace-assembling exporter then sees the root last, as it
-        would without us). Called when ``root_ended_unlocked`` could not settle it without the lock."""
+        would without us). Called only when something is held (anywhere): nothing to do otherwise."""
         try:
             if self._shutdown:
                 return
@@ -268,21 +268,8 @@ class TokenFixSpanProcessor(SpanProcessor):
                 spans = self._assembly.end_express(trace_id, now, noted=True)
                 if spans is None:
                     releases = self._assembly.end_root(trace_id)
-            if spans is not None:  # an express trace: no edits anywhere, its spans go out as they came
-                tick = self._plain_fast.tick
-                emit = self._downstream_emit
-                for span in spans:
-                    tick()
-                    if emit is not None and span.__class__ is ReadableSpan:  # as in _forward
-                        try:
-                            ctx = span._context  # noqa: SLF001
-                            if ctx and ctx[3] & 1:
-                                emit(span)
-                        except Exception:  # noqa: BLE001
-                            self._count("downstream_errors")
-                            logger.exception("tokenfix: downstream on_end raised")
-                    else:
-                        self._forward(span)
+            if spans is not None:  # an express trace: no edits anywhere
+                self._forward_untouched(spans)
             for release in releases:
                 self._process_one(release)
         except Exception:  # noqa: BLE001 - never raise into user code; the root is forwarded by the caller
@@ -337,12 +324,7 @@ class TokenFixSpanProcessor(SpanProcessor):
                 parent = span.parent
                 local_root = parent is None or parent.is_remote
                 conv = self.conventions
-                response_id = None
-                for key in conv.response_id_keys:
-                    value = attrs.get(key)
-                    if isinstance(value, str) and value:
-                        response_id = value
-                        break
+                response_id = cv.first_str(attrs, conv.response_id_keys)
                 weight = ids_weight(attrs, conv)
                 with self._lock:
                     releases = self._assembly.add_held(ctx.trace_id, ctx.span_id, span, local_root=local_root,
@@ -466,6 +448,14 @@ class TokenFixSpanProcessor(SpanProcessor):
             self._count("downstream_errors")
             logger.exception("tokenfix: downstream on_end raised")
 
+    def _forward_untouched(self, spans: Iterable[ReadableSpan]) -> None:
+        """Held spans of a trace without edits go out as they came (no ids parsed, no copy, no mark)."""
+        tick = self._plain_fast.tick
+        forward = self._forward
+        for span in spans:
+            tick()
+            forward(span)
+
     def _release_all(self, reason: str) -> None:
         try:
             with self._lock:
@@ -483,12 +473,8 @@ class TokenFixSpanProcessor(SpanProcessor):
         spans = release.spans  # the raw ReadableSpans this processor held
         if release.plain or (release.correct and not _has_edits(release, self.conventions)):
             # no edit event anywhere in the trace: nothing can change and no exporter downstream can
-            # misapply one, so the spans go out as they came (no ids parsed, no copy, no mark)
-            tick = self._plain_fast.tick
-            forward = self._forward
-            for span in spans:
-                tick()
-                forward(span)
+            # misapply one
+            self._forward_untouched(spans)
             return
         overlays: Mapping[int, Mapping[str, Any]] = {}
         views: tuple[Any, ...] = ()

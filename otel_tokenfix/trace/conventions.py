@@ -608,13 +608,17 @@ def _float_list(values: Any, fresh: bool = False) -> list[float] | None:
     return out
 
 
-def _first_str(span: SpanView, keys: Sequence[str]) -> str | None:
+def first_str(attributes: Mapping[str, Any], keys: Sequence[str]) -> str | None:
     """The first non-empty string among ``keys`` (key lists are in priority order)."""
     for key in keys:
-        value = span.attributes.get(key)
+        value = attributes.get(key)
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def _first_str(span: SpanView, keys: Sequence[str]) -> str | None:
+    return first_str(span.attributes, keys)
 
 
 def read_model(span: SpanView, conv: Conventions = DEFAULT_CONVENTIONS) -> str | None:
