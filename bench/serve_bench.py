@@ -53,11 +53,16 @@ def _request(spans_by_trace):
     return req.SerializeToString()
 
 
+def _requests(traces, per_request: int) -> list[bytes]:
+    """Request bodies of ``per_request`` traces each."""
+    return [_request(traces[i : i + per_request]) for i in range(0, len(traces), per_request)]
+
+
 def plain_traces(n_traces: int, per_request: int, rng: random.Random) -> list[bytes]:
     """Traces of 10 spans (a root and 9 children with a few attributes each), no LLM span."""
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-    out, batch = [], []
+    traces = []
     t0 = 1_700_000_000_000_000_000
     for _ in range(n_traces):
         tid = rng.getrandbits(128).to_bytes(16, "big")
@@ -74,13 +79,8 @@ def plain_traces(n_traces: int, per_request: int, rng: random.Random) -> list[by
                     end_time_unix_nano=t0 + 10_000, flags=0x100)
         root.attributes.extend([_kv("agent.name", "bench"), _kv("episode", 1)])
         spans.append(root)
-        batch.append(spans)
-        if len(batch) == per_request:
-            out.append(_request(batch))
-            batch = []
-    if batch:
-        out.append(_request(batch))
-    return out
+        traces.append(spans)
+    return _requests(traces, per_request)
 
 
 def llm_traces(tok, n_traces: int, per_request: int, rng: random.Random, tokens: int = 1000) -> list[bytes]:
@@ -101,7 +101,7 @@ def llm_traces(tok, n_traces: int, per_request: int, rng: random.Random, tokens:
         at = text.find(" Lyon", len(text) * v // 9)
         at = at if at >= 0 else text.find(" Lyon")
         variants.append(text[:at] + " Paris" + text[at + 5:])
-    out, batch = [], []
+    traces = []
     t0 = 1_700_000_000_000_000_000
     for n in range(n_traces):
         # distinct per span, as in real traces: equal strings would hit the middle's parse cache
@@ -123,13 +123,8 @@ def llm_traces(tok, n_traces: int, per_request: int, rng: random.Random, tokens:
                               _kv("tokenfix.edit.target.span_id", llm_id.hex())])
         root = Span(trace_id=tid, span_id=root_id, name="agent.run", start_time_unix_nano=t0,
                     end_time_unix_nano=t0 + 1000, flags=0x100)
-        batch.append([llm, step, root])
-        if len(batch) == per_request:
-            out.append(_request(batch))
-            batch = []
-    if batch:
-        out.append(_request(batch))
-    return out
+        traces.append([llm, step, root])
+    return _requests(traces, per_request)
 
 
 # --- the sender process -------------------------------------------------------------------------------------

@@ -106,19 +106,26 @@ def test_legacy_spm_normalizer_variant(mistral_spm):
             assert c.token_ids[:-1] == tok.encode(edited, add_special_tokens=False)
 
 
+def fresh_bytelevel(normalizer=None) -> PreTrainedTokenizerFast:
+    """A newly trained byte-level BPE (no engine table yet), optionally behind ``normalizer``."""
+    tok = Tokenizer(models.BPE())
+    if normalizer is not None:
+        tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok)
+
+
 def test_concurrent_first_use_builds_one_table():
     """Threads correcting with a fresh tokenizer at once: one table, every result exact."""
     from concurrent.futures import ThreadPoolExecutor
 
     from otel_tokenfix.engine.table import get_table
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        CORPUS, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    fast = fresh_bytelevel()
     ids = fast.encode("the quick brown fox jumps over the lazy dog.", add_special_tokens=False)
 
     def work(k: int) -> tuple[bool, int]:
@@ -134,14 +141,7 @@ def test_concurrent_first_use_builds_one_table():
 
 def test_lossy_normalizer_is_a_clear_error():
     """A lower-casing normalizer cannot write upper-case text: TokenFixError, never wrong ids."""
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        CORPUS, trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    )
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok)
+    fast = fresh_bytelevel(normalizers.Lowercase())
     ids = fast.encode("hello world", add_special_tokens=False)
     ok = correct_text(fast, ids, "hello big world")  # lower-case edits are fine
     assert decode(fast, ok.token_ids) == "hello big world"
