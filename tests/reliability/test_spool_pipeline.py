@@ -45,8 +45,8 @@ def two_traces(qwen):
     return list(mem.get_finished_spans())
 
 
-def pipeline(qwen, spool_dir, out):
-    journal = SpoolJournal(spool_dir, out)
+def pipeline(qwen, spool_dir, out, journal=None):
+    journal = journal or SpoolJournal(spool_dir, out)
     pipe = Pipeline(
         tokenizers={MODEL: qwen},
         sink=JsonlSink(out),
@@ -111,14 +111,7 @@ def test_request_accepted_while_its_trace_is_released_is_not_committed_early(qwe
     body_a = encode_spans([s for s in in_t if s.name != "chat"]).SerializeToString()
     body_b = encode_spans(late).SerializeToString()
     out, spool_dir = tmp_path / "t.jsonl", tmp_path / "spool"
-    journal = PausingJournal(spool_dir, out, pause_on=body_b)
-    pipe = Pipeline(
-        tokenizers={MODEL: qwen},
-        sink=JsonlSink(out),
-        journal=journal,
-        record_filter=journal.fresh,
-        options=PipelineOptions(root_grace=0.0),
-    )
+    pipe, journal = pipeline(qwen, spool_dir, out, PausingJournal(spool_dir, out, pause_on=body_b))
     handler_b = threading.Thread(target=submit, args=(pipe, body_b), daemon=True)
     handler_b.start()
     assert journal.paused.wait(30)
