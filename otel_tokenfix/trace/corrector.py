@@ -497,14 +497,13 @@ def _correct_one(
     if text is None and tokenizer is not None:
         text = _decode(tokenizer, correction.token_ids)
     new_ids = _int_copy(correction.token_ids)
-    source_index = list(correction.source_index)
-    call = LLMCall(
+    call = LLMCall(  # the correction is this call's alone: its lists are taken, not copied
         **_base(p, index, conv),
         response_ids=new_ids,
         original_ids=ids,
-        provenance=CheckedList(_provenance_codes(correction)),
-        source_index=source_index,
-        logprobs=list(correction.logprobs) if correction.logprobs is not None else None,
+        provenance=CheckedList(correction.provenance_codes),
+        source_index=correction.source_index,
+        logprobs=correction.logprobs,
         original_logprobs=lp,
         text=text,
         edits=len(edits),
@@ -522,16 +521,6 @@ def _int_copy(values: Sequence[Any]) -> list[int]:
     if values.__class__ is list and set(map(type, values)) <= _INT_ONLY:
         return list(values)
     return list(map(int, values))
-
-
-def _provenance_codes(correction: Any) -> list[int]:
-    """``list(correction.provenance_codes)``: the names mapped through the engine's code table in C."""
-    from ..engine.correction import PROVENANCE_CODES
-
-    try:
-        return list(map(PROVENANCE_CODES.__getitem__, correction.provenance))
-    except (KeyError, TypeError):  # not the names this expects: the engine's own conversion decides
-        return list(correction.provenance_codes)
 
 
 def _apply(tokenizer: Any, ids: list[int], logprobs: list[float] | None, edits: Iterable[EditEvent]) -> Any:
