@@ -39,6 +39,7 @@ from ..trace.assembly import (
     REASON_SHUTDOWN,
     Release,
     TraceAssembly,
+    edits_in_play,
     ids_weight,
     value_weight,
 )
@@ -471,7 +472,7 @@ class TokenFixSpanProcessor(SpanProcessor):
 
     def _process_one(self, release: Release) -> None:
         spans = release.spans  # the raw ReadableSpans this processor held
-        if release.plain or (release.correct and not _has_edits(release, self.conventions)):
+        if release.plain or (release.correct and not edits_in_play(release, self.conventions)):
             # no edit event anywhere in the trace: nothing can change and no exporter downstream can
             # misapply one
             self._forward_untouched(spans)
@@ -562,19 +563,6 @@ def _with_sdk_limits(conventions: Conventions) -> Conventions:
     logger.warning("tokenfix: string attributes are limited to %d chars; longer edit texts get truncated by the "
                    "SDK and are rejected", limit)
     return replace(conventions, truncation_limit=limit)
-
-
-def _has_edits(release: Release, conv: Conventions) -> bool:
-    """Whether an edit event is in play for this trace: on one of its spans (held, or remembered as its
-    context), on a span of another trace aiming at it (foreign), or noted by the assembly. Reading the edits
-    is the corrector's job; this is only the cheap "certainly nothing to do" test, the same as the OTLP
-    service's (other events, e.g. exceptions, change nothing: such a trace goes out untouched)."""
-    if release.foreign or release.edit_notes:
-        return True
-    name = conv.edit_event_name
-    return any(view.events and any(ev.name == name for ev in view.events) for view in release.context) or any(
-        span.events and any(ev.name == name for ev in span.events) for span in release.spans
-    )
 
 
 class _FastCounter:

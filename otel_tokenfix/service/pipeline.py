@@ -24,7 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from ..otlp.decode import SpanRef, request_views
 from ..otlp.encode import apply_overlay
 from ..trace import conventions as cv
-from ..trace.assembly import REASON_SHUTDOWN, Release, TraceAssembly, ids_weight
+from ..trace.assembly import REASON_SHUTDOWN, Release, TraceAssembly, edits_in_play, ids_weight
 from ..trace.corrector import as_lookup, correct_release
 from ..trace.view import SpanView
 from ..triplets.build import TripletOptions, build_triplets, rewards_from_spans
@@ -65,15 +65,6 @@ def _may_carry_reward(span: SpanView) -> bool:
     """Cheap pre-check (one C-speed set test over the keys) before reading primary rewards."""
     attrs = span.attributes
     return not _REWARD_KEYS.isdisjoint(attrs.keys() if hasattr(attrs, "keys") else attrs)
-
-
-def _has_edits(release: Release, conv: cv.Conventions) -> bool:
-    """Whether an edit event is in play for this trace: on one of its spans, on a span of another trace
-    aiming at it (foreign), or noted by the assembly. Without one, forwarded LLM spans go out untouched
-    (no ``tokenfix.status=unchanged`` mark), as the SDK processor sends such traces."""
-    if release.foreign or release.edit_notes:
-        return True
-    return any(view.events and cv.has_edit_events(view, conv) for view in release.all_spans)
 
 
 class ServiceUnavailable(Exception):
@@ -425,7 +416,7 @@ class Pipeline:
         forwarding = self.forwarder is not None
         tc = correct_release(release, self._lookup, conventions=self._correct_conv,
                              mark_unchanged=forwarding and self.options.mark_unchanged
-                             and _has_edits(release, self.conventions),
+                             and edits_in_play(release, self.conventions),
                              overlays=forwarding)
         records: list[TripletRecord] = []
         if tc.calls:  # records are per LLM call: a trace without one has none (skip reading its rewards)

@@ -93,6 +93,16 @@ class Release:
         return self.spans + self.context
 
 
+def edits_in_play(release: Release, conv: Conventions = cv.DEFAULT_CONVENTIONS) -> bool:
+    """Whether an edit event is in play for a released trace: on one of its spans (held or context: SpanViews
+    or raw SDK spans alike, anything whose ``events`` have names), on a span of another trace aiming at it
+    (foreign), or noted here. Without one nothing can change: the SDK processor and the OTLP service send
+    such a trace on untouched (no ids parsed, no copy, no ``unchanged`` mark). Other events change nothing."""
+    if release.foreign or release.edit_notes:
+        return True
+    return any(span.events and cv.has_edit_events(span, conv) for span in release.all_spans)
+
+
 @dataclass(frozen=True)
 class AddResult:
     #: True if the span is now held (it leaves later in a release); False: forward it now
