@@ -41,7 +41,6 @@ from ..trace.assembly import (
     TraceAssembly,
     edits_in_play,
     ids_weight,
-    value_weight,
 )
 from ..trace.conventions import Conventions
 from ..trace.corrector import as_lookup, correct_release
@@ -49,6 +48,10 @@ from .downstream import batch_emit
 from .spans import corrected_copy, plain_attributes, to_view
 
 logger = logging.getLogger(__name__)
+
+#: at most this many LLM spans wait on the assembly's pending lane before it takes them in and applies its bounds
+#: (fewer for small bounds: an eighth of ``max_spans`` / ``max_traces``, ``max_ids`` / 16384; none below 8)
+PENDING_LIMIT = 64
 
 COUNTERS = (
     "passed",  # spans forwarded at once (not held)
@@ -90,6 +93,15 @@ class TokenFixSpanProcessor(SpanProcessor):
             so the first edited trace of each model does not pay ~1-2 s on the application's thread.
         meter_provider: if given, the counters are also exported as OTel metrics.
     """
+
+    # slots: on_end reads a dozen of these per span, and past 30 instance attributes CPython 3.11 stops sharing
+    # the instance dict's keys, which slows every attribute read (measured: +8% per span)
+    __slots__ = ("_assembly", "_clock", "_counters", "_downstream", "_downstream_emit", "_downstream_on_end",
+                 "_end_express", "_held_express", "_held_fast", "_held_tick", "_held_traces", "_pending",
+                 "_pending_limit",
+                 "_id_keys", "_instruments", "_lock", "_lookup", "_mark_unchanged", "_note_root", "_passed_fast",
+                 "_passed_tick", "_plain_fast", "_response_id_keys", "_response_keys", "_root_ended_unlocked",
+                 "_shutdown", "_stop", "_timer", "_timer_interval", "_watch_keys", "conventions", "warmed_up")
 
     @property
     def downstream(self) -> SpanProcessor:
@@ -133,13 +145,20 @@ class TokenFixSpanProcessor(SpanProcessor):
             root_grace=root_grace,
             late_grace=late_grace,
             clock=clock,
+            item_weight=self._span_weight,
+            item_response_id=_response_id_reader(self.conventions.response_id_keys),
         )
+        #: spans appended to the pending lane before the assembly takes them in (bounds count them from then)
+        self._pending_limit = max(0, min(PENDING_LIMIT, int(max_spans) // 8, int(max_traces) // 8,
+                                         int(max_ids) // 16384))
         self._response_keys = self.conventions.response_key_set
         self._watch_keys = self.conventions.watch_key_set
         self._id_keys = self.conventions.id_key_set
         self._root_ended_unlocked = assembly.root_ended_unlocked
         self._note_root = assembly.note_root_unlocked
         self._held_traces, self._held_express = assembly.holding
+        self._pending = assembly.pending
+        self._end_express = assembly.end_express
         self._clock = clock
         self._lock = threading.Lock()
         self._counters = {name: _ThreadCounter() for name in COUNTERS}
@@ -204,47 +223,40 @@ class TokenFixSpanProcessor(SpanProcessor):
             if evented:
                 self._on_end_general(span)  # an edit carrier
                 return
-            found = self._id_keys.intersection(attrs)  # ids keys: whether an LLM span, and its weight
-            if found.isdisjoint(self._response_keys):
+            if self._response_keys.isdisjoint(attrs):
                 self._on_end_general(span)  # an LLM call without ids
                 return
-            # an LLM span without events, held as it is: its response id (routing) and weight (bounds), then
-            # the express lane when it can take it
-            held = False
-            response_id = None
-            weight = 0
-            try:
-                for key in self._response_id_keys:  # conventions.first_str, inlined
-                    value = attrs.get(key)
-                    if isinstance(value, str) and value:
-                        response_id = value
-                        break
-                for key in found:  # ids_weight, inlined
-                    value = attrs[key]
-                    weight += len(value) if value.__class__ is tuple else value_weight(value)
-                if parent is not None and not parent[2] and ctx[3] & 1 and not self._shutdown:
-                    now = self._clock()
-                    with self._lock:
-                        held = self._assembly.hold_express(ctx[0], ctx[1], span, weight, response_id, now)
-            except Exception:  # noqa: BLE001 - the general hold below still takes it
-                self._count("internal_errors")
-                logger.exception("tokenfix: express hold failed")
-            if held:
+            # an LLM span without events, held as it is. Not a local root, sampled: onto the assembly's pending
+            # lane, without the lock (its weight and response id are read if it is still held when the
+            # assembly takes it in; most leave with their root first)
+            if parent is not None and not parent[2] and ctx[3] & 1 and not self._shutdown:
+                pending = self._pending
+                pending.append((ctx[0], ctx[1], span))
                 self._held_tick()
+                if len(pending) > self._pending_limit:
+                    self._take_pending()
                 return
-            self._hold_llm(span, response_id, weight)
+            self._hold_llm(span)
             return
         # neither an LLM span nor an edit carrier: it passes now; a local root (a SpanContext is a tuple:
         # [0] trace id, [2] is_remote) first releases its trace's held spans, lock-free when none are held
+        self._passed_tick()
         if parent is None or parent[2]:
             try:
-                self._note_root(ctx[0])  # assembly.root_ended_unlocked, inlined
-                if self._held_traces or self._held_express:
-                    self._plain_root(ctx[0])
+                trace_id = ctx[0]
+                self._note_root(trace_id)  # assembly.root_ended_unlocked, inlined
+                if self._pending or self._held_traces or self._held_express:
+                    # _plain_root, inlined for an express trace (its spans go out as they are: no edits)
+                    now = self._clock()
+                    with self._lock:
+                        spans = self._end_express(trace_id, now, noted=True)
+                    if spans is None:
+                        self._plain_root(trace_id)
+                    else:
+                        self._emit_held(spans)
             except Exception:  # noqa: BLE001 - never raise into user code; the span still goes out
                 self._count("internal_errors")
                 logger.exception("tokenfix: handling a root span failed")
-        self._passed_tick()
         try:
             emit = self._downstream_emit
             if emit is not None:  # _forward, inlined (an SDK span: its context is _context, no class check)
@@ -270,18 +282,47 @@ class TokenFixSpanProcessor(SpanProcessor):
                 if spans is None:
                     releases = self._assembly.end_root(trace_id)
             if spans is not None:  # an express trace: no edits anywhere
-                self._forward_untouched(spans)
+                self._emit_held(spans)
             for release in releases:
                 self._process_one(release)
         except Exception:  # noqa: BLE001 - never raise into user code; the root is forwarded by the caller
             self._count("internal_errors")
             logger.exception("tokenfix: releasing a trace at its root failed")
 
-    def _hold_llm(self, span: ReadableSpan, response_id: str | None, weight: int) -> None:
-        """An SDK-built LLM span without events that the express lane did not take (a root, a late part, a
-        bound or timeout due, unsampled, shut down): held as it is through the assembly's full path."""
+    def _emit_held(self, spans: list[ReadableSpan]) -> None:
+        """An express trace's spans downstream, untouched: SDK spans, sampled (the express lane takes no other)."""
+        tick = self._plain_fast.tick
+        emit = self._downstream_emit
+        if emit is None:
+            emit = self._downstream_on_end
+        for span in spans:
+            tick()
+            try:
+                emit(span)
+            except Exception:  # noqa: BLE001 - the other spans still go out
+                self._count("downstream_errors")
+                logger.exception("tokenfix: downstream on_end raised")
+
+    def _take_pending(self) -> None:
+        """The pending lane is long: the assembly takes it in now (bounds count those spans from then on)."""
+        try:
+            now = self._clock()
+            with self._lock:
+                releases = self._assembly.take_pending(now)
+            self._process(releases)
+        except Exception:  # noqa: BLE001 - never raise into user code; the spans stay pending, taken in later
+            self._count("internal_errors")
+            logger.exception("tokenfix: taking in pending spans failed")
+
+    def _hold_llm(self, span: ReadableSpan) -> None:
+        """An SDK-built LLM span without events that is not for the pending lane (a root, unsampled, shut
+        down): held as it is through the assembly's full path."""
         held = False
         try:
+            attrs = span._attributes._dict  # noqa: SLF001
+            conv = self.conventions
+            response_id = cv.first_str(attrs, conv.response_id_keys)
+            weight = ids_weight(attrs, conv)
             ctx = span._context  # noqa: SLF001
             if self._shutdown or ctx is None or not ctx[3] & 1:  # [3]: trace flags; bit 0: sampled
                 self._forward(span)
@@ -400,10 +441,13 @@ class TokenFixSpanProcessor(SpanProcessor):
         self._assembly = TraceAssembly(
             conventions=a.conventions, max_traces=a.max_traces, max_spans=a.max_spans, max_ids=a.max_ids,
             hold_timeout=a.hold_timeout, root_grace=a.root_grace, late_grace=a.late_grace, clock=a.clock,
+            item_weight=self._span_weight, item_response_id=_response_id_reader(self.conventions.response_id_keys),
         )
         self._root_ended_unlocked = self._assembly.root_ended_unlocked
         self._note_root = self._assembly.note_root_unlocked
         self._held_traces, self._held_express = self._assembly.holding
+        self._pending = self._assembly.pending
+        self._end_express = self._assembly.end_express
         self._stop = threading.Event()
         self._start_timer()
 
@@ -420,7 +464,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         with self._lock:
             out["late_edits"] = self._assembly.late_edits
             out["routed_edits"] = self._assembly.routed_edits
-            out["held_spans"] = self._assembly.held_spans
+            out["held_spans"] = len(self._assembly)  # pending spans included
             out["held_traces"] = self._assembly.held_traces
         return out
 
@@ -431,6 +475,10 @@ class TokenFixSpanProcessor(SpanProcessor):
             return list(self._assembly.recent_late)
 
     # --- internals ----------------------------------------------------------------------------------
+    def _span_weight(self, span: ReadableSpan) -> int:
+        """A pending span's weight for the assembly's bounds (an SDK span: the hot path took only those)."""
+        return ids_weight(span._attributes._dict, self.conventions)  # noqa: SLF001
+
     def _count(self, name: str, n: int = 1) -> None:
         if n:
             self._counters[name].add(n)
@@ -522,6 +570,25 @@ class TokenFixSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001
                 self._count("internal_errors")
                 logger.exception("tokenfix: timer tick failed")
+
+
+def _response_id_reader(keys: tuple[str, ...]) -> Callable[[ReadableSpan], str | None]:
+    """A pending span's response id (:func:`conventions.first_str` over the SDK span's own attribute dict), for
+    routing edits to it and reporting late ones; read for every LLM span when its trace leaves, so one key (the
+    default) is one dict lookup."""
+    if len(keys) == 1:
+        key = keys[0]
+
+        def one(span: ReadableSpan) -> str | None:
+            value = span._attributes._dict.get(key)  # noqa: SLF001
+            return (value or None) if isinstance(value, str) else None
+
+        return one
+
+    def many(span: ReadableSpan) -> str | None:
+        return cv.first_str(span._attributes._dict, keys)  # noqa: SLF001
+
+    return many
 
 
 def _warm_up(tokenizers: Any, default: Any, done: threading.Event) -> None:

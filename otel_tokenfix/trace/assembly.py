@@ -24,7 +24,11 @@ The rules:
   ends (a second request of a distributed trace: complete);
 - an edit whose target was already released is *late*: counted, noted ``late``, reported in
   :attr:`TraceAssembly.recent_late`;
-- :meth:`drain` releases everything (flush / shutdown), with the edits seen so far.
+- :meth:`drain` releases everything (flush / shutdown), with the edits seen so far;
+- the *pending lane* (:attr:`TraceAssembly.pending`): an edge may append a span it classified as held
+  (not a local root, no events) without its lock; every locked operation first takes the pending spans in,
+  in arrival order, as :meth:`TraceAssembly.add_held` would. Bounds count them from then on, so an edge
+  takes them in itself once it has appended a few (the SDK processor: 64, fewer for small bounds).
 Every held span leaves in exactly one :class:`Release`.
 """
 
@@ -189,6 +193,7 @@ class TraceAssembly:
 
     # slots: the SDK processor's hot path reads and writes a dozen of these per span
     __slots__ = ("_by_response", "_by_span", "_ended_roots", "_express", "_express_log", "_grace", "_hold",
+                 "_item_response_id", "_item_weight", "pending",
                  "_root_notes", "note_root_unlocked",
                  "_late_part", "_memory", "_next_due", "_released_responses", "_released_spans", "_released_traces",
                  "_remember", "_traces", "clock", "context_spans", "conventions", "held_ids", "held_spans",
@@ -209,6 +214,8 @@ class TraceAssembly:
         memory: int = 16384,
         max_ids: int = 4_000_000,
         late_grace: float = 2.0,
+        item_weight: Callable[[Any], int] | None = None,
+        item_response_id: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.conventions = conventions
         self._hold = hold or (lambda span: cv.has_response_key(span, conventions))
@@ -235,15 +242,24 @@ class TraceAssembly:
         #: traces whose local root already ended: a later part of one is not waited for (no root will end it)
         self._ended_roots = _Memory(memory)
         #: local roots noted without the lock (:attr:`note_root_unlocked`), folded into ``_ended_roots``
-        #: under the lock before anything reads it
+        #: under the lock when something reads it (only when a span is taken into the express or full lanes:
+        #: spans that leave with their root straight from the pending lane never need it)
         self._root_notes: deque[int] = deque(maxlen=memory)
         #: ``note_root_unlocked(trace_id)``: one C call (``deque.append``, atomic), see root_ended_unlocked
         self.note_root_unlocked = self._root_notes.append
         self._late_part = False
+        #: the pending lane: ``(trace id, span id, item)`` of spans an edge classified as held (LLM spans, not
+        #: a local root, no events), appended *without* the caller's lock (``deque.append`` is atomic); every
+        #: locked operation takes them in first (:meth:`_take_pending`). Their weight and response id are read
+        #: then, by ``item_weight`` / ``item_response_id`` (never raising: see :func:`_safe`) — most spans
+        #: leave with their root before anything needs either.
+        self.pending: deque[tuple[int, int, Any]] = deque()
+        self._item_weight = item_weight or _weightless
+        self._item_response_id = item_response_id or _no_response_id
         #: the express lane (see add_held): trace id -> [created, ids, response ids, item, span id, item, ...]
         self._express: dict[int, list[Any]] = {}
-        #: express releases (all complete) not yet written into the released-span memories: (trace, span ids, rids)
-        #: (trace id, its express list: see add_held)
+        #: express releases (all complete) not yet written into the released-span memories: (trace id, its
+        #: express list without the items: [created, ids, response ids, span id, span id, ...])
         self._express_log: deque[tuple[int, list[Any]]] = deque(maxlen=memory)
         self.held_spans = 0
         #: token ids held (prompt + response attributes, estimated by length): memory is bounded by ids
@@ -257,10 +273,19 @@ class TraceAssembly:
     # --- public API --------------------------------------------------------------------------------
     @property
     def held_traces(self) -> int:
-        return sum(1 for t in self._traces.values() if t.held) + len(self._express)
+        pending = {p[0] for p in list(self.pending)} - self._traces.keys() - self._express.keys()
+        return sum(1 for t in self._traces.values() if t.held) + len(self._express) + len(pending)
 
     def __len__(self) -> int:
-        return self.held_spans
+        return self.held_spans + len(self.pending)
+
+    def take_pending(self, now: float | None = None) -> list[Release]:
+        """Take the pending lane's spans in now (an edge that appended many; a timer). Returns the releases
+        caused (bounds)."""
+        releases: list[Release] = []
+        if self.pending:
+            self._take_pending(self.clock() if now is None else now, releases)
+        return releases
 
     def add(self, span: SpanView, now: float | None = None, *, item: Any = None) -> AddResult:
         """Take one ended span. Returns whether it is held and every release it (or time) caused.
@@ -268,6 +293,8 @@ class TraceAssembly:
         ``item``: what a release hands back for this span if it is held (default: ``span`` itself)."""
         now = self.clock() if now is None else now
         releases = self._expire(now) if now >= self._next_due else []
+        if self.pending:
+            self._take_pending(now, releases)
         if self._express or self._express_log:
             self._settle()
         entry = self._traces.get(span.trace_id)
@@ -301,24 +328,100 @@ class TraceAssembly:
         event arrives, a bound or timeout is hit, a flush) they are first *settled* into full entries, and
         the memories of released spans are written then, so routing and late-edit detection see them."""
         now = self.clock() if now is None else now
-        if not local_root and self.hold_express(trace_id, span_id, item, weight, response_id, now):
-            return []
-        # anything the express lane refused (a root, a late part, a held trace, a due timeout, a bound):
-        # the full path, which expires what is due and enforces the bounds after adding
-        releases = self._expire(now) if now >= self._next_due else []
+        releases: list[Release] = []
+        if self.pending:
+            self._take_pending(now, releases)
+        if not local_root and self._hold_express(trace_id, span_id, item, weight, response_id, now):
+            return releases
+        self._add_held_full(trace_id, span_id, item, local_root, weight, response_id, now, releases)
+        return releases
+
+    def _add_held_full(self, trace_id: int, span_id: int, item: Any, local_root: bool, weight: int,
+                       response_id: str | None, now: float, releases: list[Release]) -> None:
+        """add_held when the express lane refused (a root, a late part, a held trace, a due timeout, a bound):
+        the full path, which expires what is due and enforces the bounds after adding."""
+        if now >= self._next_due:
+            releases.extend(self._expire(now))
         if self._express or self._express_log:
             self._settle()
         entry = self._traces.get(trace_id) or self._new_entry(trace_id, now)
         self._put(entry, span_id, item, weight, response_id)
         self._after_add(entry, trace_id, local_root, True, now, releases)
-        return releases
+
+    def _take_pending(self, now: float, releases: list[Release],
+                      ending: int | None = None) -> list[tuple[int, int, Any]] | None:
+        """Take the pending lane's spans in, in arrival order, as :meth:`add_held` would (adding the releases
+        caused to ``releases``). Spans of trace ``ending`` (whose local root is ending now: the caller
+        releases them with it) are returned instead."""
+        pending = self.pending
+        popleft = pending.popleft
+        own: list[tuple[int, int, Any]] | None = None
+        while pending:
+            p = popleft()
+            trace_id, span_id, item = p
+            if trace_id == ending:
+                if own is None:
+                    own = []
+                own.append(p)
+                continue
+            weight, response_id = self._describe(item)
+            if not self._hold_express(trace_id, span_id, item, weight, response_id, now):
+                self._add_held_full(trace_id, span_id, item, False, weight, response_id, now, releases)
+        return own
+
+    def _describe(self, item: Any) -> tuple[int, str | None]:
+        """A pending item's weight and response id (the edge's readers; the assembly never raises on span
+        content: a reader that fails counts as nothing to read)."""
+        try:
+            weight = int(self._item_weight(item))
+        except Exception:  # noqa: BLE001
+            weight = 0
+        try:
+            response_id = self._item_response_id(item)
+        except Exception:  # noqa: BLE001
+            response_id = None
+        return weight, response_id
+
+    def _complete_express(self, trace_id: int, e: list[Any] | None, own: list[tuple[int, int, Any]] | None,
+                          now: float) -> list[Any]:
+        """An express trace (``e``, popped) and/or its pending spans (``own``) leave complete: returns the items
+        to forward; logs the span and response ids for the released memories (:meth:`_fold`), not the items."""
+        if e is None:
+            e = [now, 0, None]
+            items = []
+        else:
+            items = e[3::2]
+            self.held_spans -= len(items)
+            self.held_ids -= e[1]
+            del e[3::2]  # the log keeps ids, not the spans (it may wait long for a fold)
+        if own:
+            response_id_of = self._item_response_id
+            for _, span_id, item in own:  # they leave before anything weighed them: only ids are kept
+                items.append(item)
+                e.append(span_id)
+                try:
+                    response_id = response_id_of(item)
+                except Exception:  # noqa: BLE001 - see _describe
+                    response_id = None
+                if response_id:
+                    if e[2] is None:
+                        e[2] = []
+                    e[2].append(response_id)
+        self._express_log.append((trace_id, e))
+        return items
 
     def hold_express(self, trace_id: int, span_id: int, item: Any, weight: int, response_id: str | None,
                      now: float) -> bool:
+        """:meth:`_hold_express` when the pending lane is empty (else False: :meth:`add_held` takes it first)."""
+        if self.pending:
+            return False
+        return self._hold_express(trace_id, span_id, item, weight, response_id, now)
+
+    def _hold_express(self, trace_id: int, span_id: int, item: Any, weight: int, response_id: str | None,
+                      now: float) -> bool:
         """The express lane (see :meth:`add_held`, which tries it first): a span that is not a local root joins
         it when nothing else is due — no timeout or grace due, no bound reached, its trace neither held
-        otherwise nor past its root. Returns False having changed nothing when any of that fails. The SDK
-        processor calls it directly on its hot path (one call instead of two) and :meth:`add_held` if refused.
+        otherwise nor past its root. Returns False having changed nothing when any of that fails.
         An express entry is ``[created, ids, response ids or None, item, span id, item, span id, ...]``."""
         traces = self._traces
         if now >= self._next_due or self._late_part or (traces and trace_id in traces):
@@ -351,40 +454,54 @@ class TraceAssembly:
         return True
 
     def end_express(self, trace_id: int, now: float, *, noted: bool = False) -> list[Any] | None:
-        """:meth:`end_root`'s commonest case in the fewest steps: the local root of an express trace ended
-        and nothing else is due. Returns the trace's held items (all complete, to forward as they are:
-        an express trace has no edits), or None having changed nothing: the caller then calls
-        :meth:`end_root`. ``noted``: the caller already passed the root to :attr:`note_root_unlocked`."""
+        """:meth:`end_root`'s commonest case in the fewest steps: the local root of a trace whose held spans are
+        all in the express lane or pending (nothing pending of other traces) ended and nothing else is due.
+        Returns the trace's held items (all complete, to forward as they are: such a trace has no edits),
+        or None having changed nothing: the caller then calls :meth:`end_root`. ``noted``: the caller
+        already passed the root to :attr:`note_root_unlocked`."""
         if now >= self._next_due:
             return None
+        pending = self.pending
+        own: list[tuple[int, int, Any]] | None = None
+        if pending:
+            if trace_id in self._traces:
+                return None
+            own = []
+            popleft = pending.popleft
+            while pending:  # more may be appended meanwhile, at the other end
+                p = popleft()
+                if p[0] != trace_id:  # another trace's span: end_root takes it in, in order
+                    pending.appendleft(p)
+                    pending.extendleft(reversed(own))
+                    return None
+                own.append(p)
         e = self._express.pop(trace_id, None)
-        if e is None:
+        if e is None and not own:
             return None
         if not noted:
             self.note_root_unlocked(trace_id)  # folded into the ended roots when something reads them
-        self.held_spans -= (len(e) - 3) >> 1
-        self.held_ids -= e[1]
-        self._express_log.append((trace_id, e))
-        return e[3::2]
+        return self._complete_express(trace_id, e, own, now)
 
     def end_root(self, trace_id: int, now: float | None = None) -> list[Release]:
         """A local root that is neither held nor remembered ended (the hot path: the edge need not build a
         SpanView for it). Same effect as :meth:`add` of such a span."""
         now = self.clock() if now is None else now
         releases = self._expire(now) if now >= self._next_due else []
+        # the trace's pending spans ended before its root (the root may already be noted: not a late part)
+        own = self._take_pending(now, releases, ending=trace_id) if self.pending else None
         ended = self._ended_roots
         ended.cur[trace_id] = None
         if len(ended.cur) > ended.size:
             ended.rotate()
         e = self._express.pop(trace_id, None)
-        if e is not None:  # an express trace (never also a full entry) completes
-            spans = tuple(e[3::2])
-            self.held_spans -= len(spans)
-            self.held_ids -= e[1]
-            self._express_log.append((trace_id, e))
-            releases.append(Release(trace_id, spans, (), (), True, REASON_COMPLETE, True, _NO_NOTES, True))
+        if e is not None or (own and trace_id not in self._traces):  # an express trace completes
+            spans = self._complete_express(trace_id, e, own, now)
+            releases.append(Release(trace_id, tuple(spans), (), (), True, REASON_COMPLETE, True, _NO_NOTES, True))
             return releases
         entry = self._traces.get(trace_id)
+        if own and entry is not None:  # a trace with a full entry: its pending spans join it
+            for _, span_id, item in own:
+                self._put(entry, span_id, item, *self._describe(item))
         if entry is not None and (not entry.root_ended or entry.late):
             entry.root_ended = True
             releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
@@ -392,16 +509,18 @@ class TraceAssembly:
 
     def root_ended_unlocked(self, trace_id: int) -> bool:
         """Note that a local root with nothing else to do ended, *without* the caller's lock (the SDK
-        processor's root fast path, which inlines exactly this: :attr:`note_root_unlocked` then a look at
-        :attr:`holding`). Returns False when the caller must call :meth:`end_root` under its lock instead
-        (something is held: this trace may be, or a timeout may be due).
+        processor's root fast path inlines the same: :attr:`note_root_unlocked`, then a look at
+        :attr:`pending` and :attr:`holding`). Returns False when the caller must call :meth:`end_express` /
+        :meth:`end_root` under its lock instead (something is held or pending: this trace's spans may be; a
+        timeout may be due).
 
-        Why it is safe: the note is one atomic append, made before reading whether anything is held; a span
-        that starts holding a trace (under the lock) is stored before the notes are read (:meth:`_root_ended`
-        folds them first). Whatever the interleaving, one side sees the other: either this call returns False
-        (the caller releases the trace under the lock) or the new entry sees the root ended (a late part)."""
+        Why it is safe: the note is one atomic append, made before reading whether anything is held or
+        pending; a span that starts holding a trace (under the lock) is stored before the notes are read, and
+        a pending span is classified only when taken in, under the lock. Whatever the interleaving, one side
+        sees the other: either this call returns False (the caller releases the trace under the lock, its
+        pending spans with it) or the span sees the root ended (a late part)."""
         self.note_root_unlocked(trace_id)
-        return not self._traces and not self._express
+        return not self.pending and not self._traces and not self._express
 
     @property
     def holding(self) -> tuple[Mapping[int, Any], Mapping[int, Any]]:
@@ -416,12 +535,19 @@ class TraceAssembly:
         return self._released_traces.get(trace_id)
 
     def tick(self, now: float | None = None) -> list[Release]:
-        """Release traces whose root grace ended or whose hold timed out."""
-        return self._expire(self.clock() if now is None else now)
+        """Take the pending spans in; release traces whose root grace ended or whose hold timed out."""
+        now = self.clock() if now is None else now
+        releases: list[Release] = []
+        if self.pending:
+            self._take_pending(now, releases)
+        releases.extend(self._expire(now))
+        return releases
 
     def drain(self, reason: str = REASON_FLUSH) -> list[Release]:
         """Release everything (force_flush / shutdown), applying the edits seen so far."""
         releases: list[Release] = []
+        if self.pending:
+            self._take_pending(self.clock(), releases)
         self._settle()
         for entry in list(self._traces.values()):
             releases.extend(self._finish(entry, reason, complete=_whole(entry), correct=True))
@@ -481,7 +607,7 @@ class TraceAssembly:
             trace_id, e = log.popleft()
             reason = REASON_COMPLETE
             response_ids = e[2]
-            for span_id in e[4::2]:
+            for span_id in e[3:]:  # released entries keep [created, ids, response ids, span id, ...]
                 self._released_spans.set(span_id, reason)
             for response_id in response_ids or ():
                 self._released_responses.set(response_id, reason)
@@ -498,8 +624,9 @@ class TraceAssembly:
             cur = ended.cur
             for _ in range(len(notes)):  # appends may continue meanwhile, at the other end
                 cur[popleft()] = None
-            if len(cur) > ended.size:
-                ended.rotate()
+                if len(cur) > ended.size:
+                    ended.rotate()
+                    cur = ended.cur
         return trace_id in ended.cur or trace_id in ended.prev
 
     def _put(self, entry: _Trace, span_id: int, item: Any, weight: int, response_id: str | None) -> None:
@@ -687,6 +814,14 @@ class TraceAssembly:
                 break
             releases.extend(self._finish(entry, REASON_MAX_IDS, complete=_whole(entry), correct=entry.root_ended))
         return releases
+
+
+def _weightless(item: Any) -> int:
+    return 0
+
+
+def _no_response_id(item: Any) -> str | None:
+    return None
 
 
 def _whole(entry: _Trace) -> bool:
