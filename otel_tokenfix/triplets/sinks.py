@@ -94,7 +94,8 @@ class CallableSink:
 
 
 class JsonlSink:
-    """Appends one JSON line per record; one ``os.write`` per trace; optional ``fsync`` per trace.
+    """Appends one JSON line per record; one ``os.write`` per ``write`` call (a trace, or the service's batch
+    of traces: each trace's lines stay together); optional ``fsync`` per call.
 
     If the file is renamed or deleted (log rotation), the next write reopens the path.
     """
