@@ -247,9 +247,8 @@ class TokenFixSpanProcessor(SpanProcessor):
                 self._note_root(trace_id)  # assembly.root_ended_unlocked, inlined
                 if self._pending or self._held_traces or self._held_express:
                     # _plain_root, inlined for an express trace (its spans go out as they are: no edits)
-                    now = self._clock()
                     with self._lock:
-                        spans = self._end_express(trace_id, now, noted=True)
+                        spans = self._end_express(trace_id, noted=True)
                     if spans is None:
                         self._plain_root(trace_id)
                     else:

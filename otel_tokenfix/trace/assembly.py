@@ -64,6 +64,7 @@ EARLY_REASONS = (REASON_TIMEOUT, REASON_MAX_TRACES, REASON_MAX_SPANS, REASON_MAX
 
 
 _NO_NOTES: Mapping[EditKey, str] = MappingProxyType({})
+_NEVER = float("inf")
 
 
 @dataclass(slots=True)
@@ -233,7 +234,7 @@ class TraceAssembly:
         self._traces: OrderedDict[int, _Trace] = OrderedDict()
         self._grace: deque[tuple[float, int]] = deque()
         #: no grace ends and no hold times out before this (``_expire`` is skipped until then)
-        self._next_due = float("inf")
+        self._next_due = _NEVER
         self._by_span: dict[int, int] = {}
         self._by_response: dict[str, int] = {}
         self._released_spans = _Memory(memory)
@@ -382,12 +383,12 @@ class TraceAssembly:
             response_id = None
         return weight, response_id
 
-    def _complete_express(self, trace_id: int, e: list[Any] | None, own: list[tuple[int, int, Any]] | None,
-                          now: float) -> list[Any]:
+    def _complete_express(self, trace_id: int, e: list[Any] | None,
+                          own: list[tuple[int, int, Any]] | None) -> list[Any]:
         """An express trace (``e``, popped) and/or its pending spans (``own``) leave complete: returns the items
         to forward; logs the span and response ids for the released memories (:meth:`_fold`), not the items."""
         if e is None:
-            e = [now, 0, None]
+            e = [0.0, 0, None]  # created: unused once released
             items = []
         else:
             items = e[3::2]
@@ -453,34 +454,57 @@ class TraceAssembly:
         self.held_ids = ids
         return True
 
-    def end_express(self, trace_id: int, now: float, *, noted: bool = False) -> list[Any] | None:
+    def end_express(self, trace_id: int, now: float | None = None, *, noted: bool = False) -> list[Any] | None:
         """:meth:`end_root`'s commonest case in the fewest steps: the local root of a trace whose held spans are
         all in the express lane or pending (nothing pending of other traces) ended and nothing else is due.
         Returns the trace's held items (all complete, to forward as they are: such a trace has no edits),
         or None having changed nothing: the caller then calls :meth:`end_root`. ``noted``: the caller
-        already passed the root to :attr:`note_root_unlocked`."""
-        if now >= self._next_due:
+        already passed the root to :attr:`note_root_unlocked`. ``now``: read from the clock only if something
+        can be due (the SDK processor's hot path passes none)."""
+        next_due = self._next_due
+        if next_due != _NEVER and (self.clock() if now is None else now) >= next_due:
             return None
         pending = self.pending
-        own: list[tuple[int, int, Any]] | None = None
-        if pending:
-            if trace_id in self._traces:
+        if not pending:
+            e = self._express.pop(trace_id, None)
+            if e is None:
                 return None
-            own = []
-            popleft = pending.popleft
-            while pending:  # more may be appended meanwhile, at the other end
-                p = popleft()
-                if p[0] != trace_id:  # another trace's span: end_root takes it in, in order
-                    pending.appendleft(p)
-                    pending.extendleft(reversed(own))
-                    return None
-                own.append(p)
-        e = self._express.pop(trace_id, None)
-        if e is None and not own:
+            if not noted:
+                self.note_root_unlocked(trace_id)  # folded into the ended roots when something reads them
+            return self._complete_express(trace_id, e, None)
+        # _complete_express for the commonest case of all, inlined: the trace's spans are all pending
+        if trace_id in self._traces:
             return None
+        own = []
+        popleft = pending.popleft
+        while pending:  # more may be appended meanwhile, at the other end
+            p = popleft()
+            if p[0] != trace_id:  # another trace's span: end_root takes it in, in order
+                pending.appendleft(p)
+                pending.extendleft(reversed(own))
+                return None
+            own.append(p)
         if not noted:
-            self.note_root_unlocked(trace_id)  # folded into the ended roots when something reads them
-        return self._complete_express(trace_id, e, own, now)
+            self.note_root_unlocked(trace_id)
+        e = self._express.pop(trace_id, None)
+        if e is not None:
+            return self._complete_express(trace_id, e, own)
+        e = [0.0, 0, None]  # a released entry: [created (unused), ids, response ids, span id, ...]
+        items = []
+        response_id_of = self._item_response_id
+        for _, span_id, item in own:
+            items.append(item)
+            e.append(span_id)
+            try:
+                response_id = response_id_of(item)
+            except Exception:  # noqa: BLE001 - see _describe
+                response_id = None
+            if response_id:
+                if e[2] is None:
+                    e[2] = []
+                e[2].append(response_id)
+        self._express_log.append((trace_id, e))
+        return items
 
     def end_root(self, trace_id: int, now: float | None = None) -> list[Release]:
         """A local root that is neither held nor remembered ended (the hot path: the edge need not build a
@@ -495,7 +519,7 @@ class TraceAssembly:
             ended.rotate()
         e = self._express.pop(trace_id, None)
         if e is not None or (own and trace_id not in self._traces):  # an express trace completes
-            spans = self._complete_express(trace_id, e, own, now)
+            spans = self._complete_express(trace_id, e, own)
             releases.append(Release(trace_id, tuple(spans), (), (), True, REASON_COMPLETE, True, _NO_NOTES, True))
             return releases
         entry = self._traces.get(trace_id)
@@ -552,7 +576,7 @@ class TraceAssembly:
         for entry in list(self._traces.values()):
             releases.extend(self._finish(entry, reason, complete=_whole(entry), correct=True))
         self._grace.clear()
-        self._next_due = float("inf")
+        self._next_due = _NEVER
         return releases
 
     def next_deadline(self) -> float | None:
@@ -792,7 +816,7 @@ class TraceAssembly:
             for entry in expired:
                 releases.extend(self._finish(entry, REASON_TIMEOUT, complete=False, correct=False))
         due = self.next_deadline()
-        self._next_due = float("inf") if due is None else due
+        self._next_due = _NEVER if due is None else due
         return releases
 
     def _enforce_bounds(self) -> list[Release]:

@@ -4,7 +4,9 @@ SDK, the root/LLM-span race of the lock-free root path, and the SDK internals th
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
@@ -157,31 +159,41 @@ def test_spans_not_built_by_the_sdk_take_the_general_path(qwen):
 
 
 def test_root_and_llm_span_ending_at_once_on_two_threads_never_strand_the_span(qwen):
-    """The lock-free root path: whatever the interleaving, the LLM span leaves at its root's end or as a
-    late part, never after the hold timeout."""
-    p = make_pipeline({MODEL: qwen}, hold_timeout=3600, late_grace=0)
+    """The lock-free paths on both sides (the LLM span onto the pending lane, the root's note): whatever the
+    interleaving, the LLM span leaves at its root's end or as a late part by the next timer tick at the latest,
+    never after the hold timeout. Threads switch every microsecond here, so the interleavings do occur."""
+    p = make_pipeline({MODEL: qwen}, hold_timeout=3600, late_grace=0, timer_interval=0.02)
     tracer = p.tracer
     a = attrs(qwen, "Race.")
     rounds = 150
     sids: list[int] = []
-    for _ in range(rounds):
-        run = tracer.start_span("run")
-        llm = tracer.start_span("llm", context=trace.set_span_in_context(run), attributes=a)
-        sids.append(llm.get_span_context().span_id)
-        barrier = threading.Barrier(2)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(rounds):
+            run = tracer.start_span("run")
+            llm = tracer.start_span("llm", context=trace.set_span_in_context(run), attributes=a)
+            sids.append(llm.get_span_context().span_id)
+            barrier = threading.Barrier(2)
 
-        def end(span, barrier=barrier):
-            barrier.wait()
-            span.end()
+            def end(span, barrier=barrier):
+                barrier.wait()
+                span.end()
 
-        threads = [threading.Thread(target=end, args=(s,)) for s in (run, llm)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        assert p.processor.stats["held_spans"] == 0
+            threads = [threading.Thread(target=end, args=(s,)) for s in (run, llm)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            deadline = time.monotonic() + 2
+            while p.processor.stats["held_spans"] and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert p.processor.stats["held_spans"] == 0
+    finally:
+        sys.setswitchinterval(interval)
     got = [s.context.span_id for s in p.named("llm")]
     assert sorted(got) == sorted(sids)
+    assert p.processor.stats["internal_errors"] == 0
 
 
 def test_sdk_internals_the_hot_path_relies_on():
