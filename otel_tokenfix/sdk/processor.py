@@ -146,7 +146,6 @@ class TokenFixSpanProcessor(SpanProcessor):
             late_grace=late_grace,
             clock=clock,
             item_weight=self._span_weight,
-            item_response_id=_response_id_reader(self.conventions.response_id_keys),
         )
         #: spans appended to the pending lane before the assembly takes them in (bounds count them from then)
         self._pending_limit = max(0, min(PENDING_LIMIT, int(max_spans) // 8, int(max_traces) // 8,
@@ -227,11 +226,18 @@ class TokenFixSpanProcessor(SpanProcessor):
                 self._on_end_general(span)  # an LLM call without ids
                 return
             # an LLM span without events, held as it is. Not a local root, sampled: onto the assembly's pending
-            # lane, without the lock (its weight and response id are read if it is still held when the
-            # assembly takes it in; most leave with their root first)
+            # lane, without the lock, with its response id (for routing and late edits: read here, where the
+            # attributes are at hand); its weight is read only if it is still held when the assembly takes it
+            # in (most leave with their root first)
             if parent is not None and not parent[2] and ctx[3] & 1 and not self._shutdown:
+                response_id = None
+                for key in self._response_id_keys:  # conventions.first_str, inlined
+                    value = attrs.get(key)
+                    if isinstance(value, str) and value:
+                        response_id = value
+                        break
                 pending = self._pending
-                pending.append((ctx[0], ctx[1], span))
+                pending.append((ctx[0], ctx[1], span, response_id))
                 self._held_tick()
                 if len(pending) > self._pending_limit:
                     self._take_pending()
@@ -440,7 +446,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         self._assembly = TraceAssembly(
             conventions=a.conventions, max_traces=a.max_traces, max_spans=a.max_spans, max_ids=a.max_ids,
             hold_timeout=a.hold_timeout, root_grace=a.root_grace, late_grace=a.late_grace, clock=a.clock,
-            item_weight=self._span_weight, item_response_id=_response_id_reader(self.conventions.response_id_keys),
+            item_weight=self._span_weight,
         )
         self._root_ended_unlocked = self._assembly.root_ended_unlocked
         self._note_root = self._assembly.note_root_unlocked
@@ -569,25 +575,6 @@ class TokenFixSpanProcessor(SpanProcessor):
             except Exception:  # noqa: BLE001
                 self._count("internal_errors")
                 logger.exception("tokenfix: timer tick failed")
-
-
-def _response_id_reader(keys: tuple[str, ...]) -> Callable[[ReadableSpan], str | None]:
-    """A pending span's response id (:func:`conventions.first_str` over the SDK span's own attribute dict), for
-    routing edits to it and reporting late ones; read for every LLM span when its trace leaves, so one key (the
-    default) is one dict lookup."""
-    if len(keys) == 1:
-        key = keys[0]
-
-        def one(span: ReadableSpan) -> str | None:
-            value = span._attributes._dict.get(key)  # noqa: SLF001
-            return (value or None) if isinstance(value, str) else None
-
-        return one
-
-    def many(span: ReadableSpan) -> str | None:
-        return cv.first_str(span._attributes._dict, keys)  # noqa: SLF001
-
-    return many
 
 
 def _warm_up(tokenizers: Any, default: Any, done: threading.Event) -> None:

@@ -194,7 +194,7 @@ class TraceAssembly:
 
     # slots: the SDK processor's hot path reads and writes a dozen of these per span
     __slots__ = ("_by_response", "_by_span", "_ended_roots", "_express", "_express_log", "_grace", "_hold",
-                 "_item_response_id", "_item_weight", "pending",
+                 "_item_weight", "pending",
                  "_root_notes", "note_root_unlocked",
                  "_late_part", "_memory", "_next_due", "_released_responses", "_released_spans", "_released_traces",
                  "_remember", "_traces", "clock", "context_spans", "conventions", "held_ids", "held_spans",
@@ -216,7 +216,6 @@ class TraceAssembly:
         max_ids: int = 4_000_000,
         late_grace: float = 2.0,
         item_weight: Callable[[Any], int] | None = None,
-        item_response_id: Callable[[Any], str | None] | None = None,
     ) -> None:
         self.conventions = conventions
         self._hold = hold or (lambda span: cv.has_response_key(span, conventions))
@@ -249,14 +248,12 @@ class TraceAssembly:
         #: ``note_root_unlocked(trace_id)``: one C call (``deque.append``, atomic), see root_ended_unlocked
         self.note_root_unlocked = self._root_notes.append
         self._late_part = False
-        #: the pending lane: ``(trace id, span id, item)`` of spans an edge classified as held (LLM spans, not
-        #: a local root, no events), appended *without* the caller's lock (``deque.append`` is atomic); every
-        #: locked operation takes them in first (:meth:`_take_pending`). Their weight and response id are read
-        #: then, by ``item_weight`` / ``item_response_id`` (never raising: see :func:`_safe`) — most spans
-        #: leave with their root before anything needs either.
-        self.pending: deque[tuple[int, int, Any]] = deque()
+        #: the pending lane: ``(trace id, span id, item, response id or None)`` of spans an edge classified as
+        #: held (LLM spans, not a local root, no events), appended *without* the caller's lock (``deque.append``
+        #: is atomic); every locked operation takes them in first (:meth:`_take_pending`), weighing each then
+        #: with ``item_weight`` — most spans leave with their root before anything needs their weight.
+        self.pending: deque[tuple[int, int, Any, str | None]] = deque()
         self._item_weight = item_weight or _weightless
-        self._item_response_id = item_response_id or _no_response_id
         #: the express lane (see add_held): trace id -> [created, ids, response ids, item, span id, item, ...]
         self._express: dict[int, list[Any]] = {}
         #: express releases (all complete) not yet written into the released-span memories: (trace id, its
@@ -350,41 +347,36 @@ class TraceAssembly:
         self._after_add(entry, trace_id, local_root, True, now, releases)
 
     def _take_pending(self, now: float, releases: list[Release],
-                      ending: int | None = None) -> list[tuple[int, int, Any]] | None:
+                      ending: int | None = None) -> list[tuple[int, int, Any, str | None]] | None:
         """Take the pending lane's spans in, in arrival order, as :meth:`add_held` would (adding the releases
         caused to ``releases``). Spans of trace ``ending`` (whose local root is ending now: the caller
         releases them with it) are returned instead."""
         pending = self.pending
         popleft = pending.popleft
-        own: list[tuple[int, int, Any]] | None = None
+        own: list[tuple[int, int, Any, str | None]] | None = None
         while pending:
             p = popleft()
-            trace_id, span_id, item = p
+            trace_id, span_id, item, response_id = p
             if trace_id == ending:
                 if own is None:
                     own = []
                 own.append(p)
                 continue
-            weight, response_id = self._describe(item)
+            weight = self._weigh(item)
             if not self._hold_express(trace_id, span_id, item, weight, response_id, now):
                 self._add_held_full(trace_id, span_id, item, False, weight, response_id, now, releases)
         return own
 
-    def _describe(self, item: Any) -> tuple[int, str | None]:
-        """A pending item's weight and response id (the edge's readers; the assembly never raises on span
-        content: a reader that fails counts as nothing to read)."""
+    def _weigh(self, item: Any) -> int:
+        """A pending item's weight (the edge's reader; the assembly never raises on span content: a reader that
+        fails weighs nothing)."""
         try:
-            weight = int(self._item_weight(item))
+            return int(self._item_weight(item))
         except Exception:  # noqa: BLE001
-            weight = 0
-        try:
-            response_id = self._item_response_id(item)
-        except Exception:  # noqa: BLE001
-            response_id = None
-        return weight, response_id
+            return 0
 
     def _complete_express(self, trace_id: int, e: list[Any] | None,
-                          own: list[tuple[int, int, Any]] | None) -> list[Any]:
+                          own: list[tuple[int, int, Any, str | None]] | None) -> list[Any]:
         """An express trace (``e``, popped) and/or its pending spans (``own``) leave complete: returns the items
         to forward; logs the span and response ids for the released memories (:meth:`_fold`), not the items."""
         if e is None:
@@ -396,14 +388,9 @@ class TraceAssembly:
             self.held_ids -= e[1]
             del e[3::2]  # the log keeps ids, not the spans (it may wait long for a fold)
         if own:
-            response_id_of = self._item_response_id
-            for _, span_id, item in own:  # they leave before anything weighed them: only ids are kept
+            for _, span_id, item, response_id in own:  # they leave unweighed: only ids are kept
                 items.append(item)
                 e.append(span_id)
-                try:
-                    response_id = response_id_of(item)
-                except Exception:  # noqa: BLE001 - see _describe
-                    response_id = None
                 if response_id:
                     if e[2] is None:
                         e[2] = []
@@ -491,14 +478,9 @@ class TraceAssembly:
             return self._complete_express(trace_id, e, own)
         e = [0.0, 0, None]  # a released entry: [created (unused), ids, response ids, span id, ...]
         items = []
-        response_id_of = self._item_response_id
-        for _, span_id, item in own:
+        for _, span_id, item, response_id in own:
             items.append(item)
             e.append(span_id)
-            try:
-                response_id = response_id_of(item)
-            except Exception:  # noqa: BLE001 - see _describe
-                response_id = None
             if response_id:
                 if e[2] is None:
                     e[2] = []
@@ -524,8 +506,8 @@ class TraceAssembly:
             return releases
         entry = self._traces.get(trace_id)
         if own and entry is not None:  # a trace with a full entry: its pending spans join it
-            for _, span_id, item in own:
-                self._put(entry, span_id, item, *self._describe(item))
+            for _, span_id, item, response_id in own:
+                self._put(entry, span_id, item, self._weigh(item), response_id)
         if entry is not None and (not entry.root_ended or entry.late):
             entry.root_ended = True
             releases.extend(self._finish(entry, REASON_COMPLETE, complete=True, correct=True))
@@ -842,10 +824,6 @@ class TraceAssembly:
 
 def _weightless(item: Any) -> int:
     return 0
-
-
-def _no_response_id(item: Any) -> str | None:
-    return None
 
 
 def _whole(entry: _Trace) -> bool:

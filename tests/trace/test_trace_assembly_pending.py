@@ -28,7 +28,6 @@ def make(**kw) -> tuple[TraceAssembly, Clock]:
     clock = Clock()
     kw.setdefault("root_grace", 0)
     kw.setdefault("item_weight", lambda s: ids_weight(s.attributes))
-    kw.setdefault("item_response_id", lambda s: cv.read_response_id(s))
     return TraceAssembly(clock=clock, **kw), clock
 
 
@@ -42,7 +41,7 @@ def pend(a: TraceAssembly, s, limit: int = 64) -> list:
     when the lane is longer than ``limit``), a root through the general door."""
     if s.is_local_root:
         return hold(a, s)
-    a.pending.append((s.trace_id, s.span_id, s))
+    a.pending.append((s.trace_id, s.span_id, s, cv.read_response_id(s)))
     return a.take_pending() if len(a.pending) > limit else []
 
 
@@ -69,17 +68,16 @@ def outcome(releases: list) -> list:
     return sorted(out)
 
 
-def test_a_root_releases_its_pending_spans_without_reading_them() -> None:
+def test_a_root_releases_its_pending_spans_without_weighing_them() -> None:
     reads: list[str] = []
-    a, _ = make(item_weight=lambda s: reads.append("weight") or 1,
-                item_response_id=lambda s: reads.append("rid") or s.attributes.get("gen_ai.response.id"))
+    a, _ = make(item_weight=lambda s: reads.append("weight") or 1)
     t, root = new_id(), new_id()
     calls = [llm(t, [1, 2, 3], parent=root, extra={"gen_ai.response.id": f"r{i}"}) for i in range(2)]
     for c in calls:
         assert pend(a, c) == []
     assert len(a) == 2 and a.held_traces == 1 and not a.root_ended_unlocked(new_id())
     assert a.end_express(t) == calls
-    assert reads == ["rid", "rid"]  # never weighed: they left before anything needed it
+    assert reads == []  # never weighed: they left before anything needed it
     assert len(a) == 0 and a.held_ids == 0 and not a.pending
     # the released memories know them: edits naming them are late, not unknown
     carrier = span(new_id(), events=(edit(5, "x", target__span_id=calls[0].span_id_hex),
@@ -103,11 +101,11 @@ def test_end_express_leaves_other_traces_pending_untouched() -> None:
     assert a.end_express(t2) == [c3]
 
 
-def test_reader_failures_count_as_nothing_to_read() -> None:
+def test_a_failing_weight_reader_weighs_nothing() -> None:
     def boom(s):
         raise ValueError("bad span")
 
-    a, _ = make(item_weight=boom, item_response_id=boom)
+    a, _ = make(item_weight=boom)
     t = new_id()
     pend(a, llm(t, [1, 2], parent=1))
     pend(a, llm(new_id(), [1], parent=2))
