@@ -237,8 +237,7 @@ class TokenFixSpanProcessor(SpanProcessor):
                         response_id = value
                         break
                 pending = self._pending
-                pending.append((ctx[0], ctx[1], span, response_id))
-                self._held_tick()
+                pending.append((ctx[0], ctx[1], span, response_id))  # counted as held by the assembly
                 if len(pending) > self._pending_limit:
                     self._take_pending()
                 return
@@ -257,8 +256,14 @@ class TokenFixSpanProcessor(SpanProcessor):
                         spans = self._end_express(trace_id, noted=True)
                     if spans is None:
                         self._plain_root(trace_id)
-                    else:
-                        self._emit_held(spans)
+                    else:  # _emit_held, inlined
+                        emit = self._downstream_emit or self._downstream_on_end
+                        for held in spans:
+                            try:
+                                emit(held)
+                            except Exception:  # noqa: BLE001 - the other spans still go out
+                                self._count("downstream_errors")
+                                logger.exception("tokenfix: downstream on_end raised")
             except Exception:  # noqa: BLE001 - never raise into user code; the span still goes out
                 self._count("internal_errors")
                 logger.exception("tokenfix: handling a root span failed")
@@ -295,13 +300,10 @@ class TokenFixSpanProcessor(SpanProcessor):
             logger.exception("tokenfix: releasing a trace at its root failed")
 
     def _emit_held(self, spans: list[ReadableSpan]) -> None:
-        """An express trace's spans downstream, untouched: SDK spans, sampled (the express lane takes no other)."""
-        tick = self._plain_fast.tick
-        emit = self._downstream_emit
-        if emit is None:
-            emit = self._downstream_on_end
+        """:meth:`TraceAssembly.end_express`'s spans downstream, untouched (it counts them): SDK spans, sampled
+        (the express and pending lanes take no other)."""
+        emit = self._downstream_emit or self._downstream_on_end
         for span in spans:
-            tick()
             try:
                 emit(span)
             except Exception:  # noqa: BLE001 - the other spans still go out
@@ -462,8 +464,11 @@ class TokenFixSpanProcessor(SpanProcessor):
         """Counters (see ``COUNTERS``) plus what is held right now."""
         out = {name: counter.value() for name, counter in self._counters.items()}
         out["passed"] += self._passed_fast.value()
-        out["held"] += self._held_fast.value()
-        plain = self._plain_fast.value()
+        with self._lock:
+            a = self._assembly
+            lane, express_out = a.lane_spans + len(a.pending), a.express_out
+        out["held"] += self._held_fast.value() + lane
+        plain = self._plain_fast.value() + express_out
         out["unchanged"] += plain
         out["forwarded"] += plain
         with self._lock:

@@ -194,7 +194,7 @@ class TraceAssembly:
 
     # slots: the SDK processor's hot path reads and writes a dozen of these per span
     __slots__ = ("_by_response", "_by_span", "_ended_roots", "_express", "_express_log", "_grace", "_hold",
-                 "_item_weight", "pending",
+                 "_item_weight", "express_out", "lane_spans", "pending",
                  "_root_notes", "note_root_unlocked",
                  "_late_part", "_memory", "_next_due", "_released_responses", "_released_spans", "_released_traces",
                  "_remember", "_traces", "clock", "context_spans", "conventions", "held_ids", "held_spans",
@@ -254,6 +254,10 @@ class TraceAssembly:
         #: with ``item_weight`` — most spans leave with their root before anything needs their weight.
         self.pending: deque[tuple[int, int, Any, str | None]] = deque()
         self._item_weight = item_weight or _weightless
+        #: spans taken from the pending lane so far, and spans :meth:`end_express` returned (counters for the
+        #: edge's statistics, kept here because they change under the caller's lock anyway)
+        self.lane_spans = 0
+        self.express_out = 0
         #: the express lane (see add_held): trace id -> [created, ids, response ids, item, span id, item, ...]
         self._express: dict[int, list[Any]] = {}
         #: express releases (all complete) not yet written into the released-span memories: (trace id, its
@@ -356,6 +360,7 @@ class TraceAssembly:
         own: list[tuple[int, int, Any, str | None]] | None = None
         while pending:
             p = popleft()
+            self.lane_spans += 1
             trace_id, span_id, item, response_id = p
             if trace_id == ending:
                 if own is None:
@@ -458,7 +463,9 @@ class TraceAssembly:
                 return None
             if not noted:
                 self.note_root_unlocked(trace_id)  # folded into the ended roots when something reads them
-            return self._complete_express(trace_id, e, None)
+            items = self._complete_express(trace_id, e, None)
+            self.express_out += len(items)
+            return items
         # _complete_express for the commonest case of all, inlined: the trace's spans are all pending
         if trace_id in self._traces:
             return None
@@ -473,9 +480,12 @@ class TraceAssembly:
             own.append(p)
         if not noted:
             self.note_root_unlocked(trace_id)
+        self.lane_spans += len(own)
         e = self._express.pop(trace_id, None)
         if e is not None:
-            return self._complete_express(trace_id, e, own)
+            items = self._complete_express(trace_id, e, own)
+            self.express_out += len(items)
+            return items
         e = [0.0, 0, None]  # a released entry: [created (unused), ids, response ids, span id, ...]
         items = []
         for _, span_id, item, response_id in own:
@@ -486,6 +496,7 @@ class TraceAssembly:
                     e[2] = []
                 e[2].append(response_id)
         self._express_log.append((trace_id, e))
+        self.express_out += len(items)
         return items
 
     def end_root(self, trace_id: int, now: float | None = None) -> list[Release]:
