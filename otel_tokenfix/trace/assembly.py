@@ -260,9 +260,9 @@ class TraceAssembly:
         self.express_out = 0
         #: the express lane (see add_held): trace id -> [created, ids, response ids, item, span id, item, ...]
         self._express: dict[int, list[Any]] = {}
-        #: express releases (all complete) not yet written into the released-span memories: (trace id, its
-        #: express list without the items: [created, ids, response ids, span id, span id, ...])
-        self._express_log: deque[tuple[int, list[Any]]] = deque(maxlen=memory)
+        #: express and pending-lane releases (all complete) not yet written into the released-span memories:
+        #: ``(trace id, response ids or None, span id, span id, ...)`` (ids only: the spans are not kept alive)
+        self._express_log: deque[tuple[Any, ...]] = deque(maxlen=memory)
         self.held_spans = 0
         #: token ids held (prompt + response attributes, estimated by length): memory is bounded by ids
         self.held_ids = 0
@@ -385,22 +385,23 @@ class TraceAssembly:
         """An express trace (``e``, popped) and/or its pending spans (``own``) leave complete: returns the items
         to forward; logs the span and response ids for the released memories (:meth:`_fold`), not the items."""
         if e is None:
-            e = [0.0, 0, None]  # created: unused once released
-            items = []
+            items: list[Any] = []
+            span_ids: list[int] = []
+            response_ids = None
         else:
             items = e[3::2]
+            span_ids = e[4::2]
+            response_ids = e[2]
             self.held_spans -= len(items)
             self.held_ids -= e[1]
-            del e[3::2]  # the log keeps ids, not the spans (it may wait long for a fold)
-        if own:
-            for _, span_id, item, response_id in own:  # they leave unweighed: only ids are kept
-                items.append(item)
-                e.append(span_id)
-                if response_id:
-                    if e[2] is None:
-                        e[2] = []
-                    e[2].append(response_id)
-        self._express_log.append((trace_id, e))
+        for _, span_id, item, response_id in own or ():  # they leave unweighed
+            items.append(item)
+            span_ids.append(span_id)
+            if response_id:
+                if response_ids is None:
+                    response_ids = []
+                response_ids.append(response_id)
+        self._express_log.append((trace_id, response_ids, *span_ids))
         return items
 
     def hold_express(self, trace_id: int, span_id: int, item: Any, weight: int, response_id: str | None,
@@ -466,38 +467,35 @@ class TraceAssembly:
             items = self._complete_express(trace_id, e, None)
             self.express_out += len(items)
             return items
-        # _complete_express for the commonest case of all, inlined: the trace's spans are all pending
-        if trace_id in self._traces:
+        traces = self._traces
+        if traces and trace_id in traces:
             return None
-        own = []
         popleft = pending.popleft
-        while pending:  # more may be appended meanwhile, at the other end
-            p = popleft()
-            if p[0] != trace_id:  # another trace's span: end_root takes it in, in order
-                pending.appendleft(p)
+        p = popleft()  # more may be appended meanwhile, at the other end
+        if p[0] != trace_id:  # another trace's span: end_root takes the lane in, in order
+            pending.appendleft(p)
+            return None
+        own = [p]
+        while pending:
+            q = popleft()
+            if q[0] != trace_id:
+                pending.appendleft(q)
                 pending.extendleft(reversed(own))
                 return None
-            own.append(p)
+            own.append(q)
         if not noted:
             self.note_root_unlocked(trace_id)
         self.lane_spans += len(own)
-        e = self._express.pop(trace_id, None)
-        if e is not None:
+        e = self._express.pop(trace_id, None) if self._express else None
+        if e is not None or len(own) > 1:
             items = self._complete_express(trace_id, e, own)
             self.express_out += len(items)
             return items
-        e = [0.0, 0, None]  # a released entry: [created (unused), ids, response ids, span id, ...]
-        items = []
-        for _, span_id, item, response_id in own:
-            items.append(item)
-            e.append(span_id)
-            if response_id:
-                if e[2] is None:
-                    e[2] = []
-                e[2].append(response_id)
-        self._express_log.append((trace_id, e))
-        self.express_out += len(items)
-        return items
+        # the commonest case of all, inlined: the trace's one LLM span, pending
+        _, span_id, item, response_id = p
+        self._express_log.append((trace_id, [response_id] if response_id else None, span_id))
+        self.express_out += 1
+        return [item]
 
     def end_root(self, trace_id: int, now: float | None = None) -> list[Release]:
         """A local root that is neither held nor remembered ended (the hot path: the edge need not build a
@@ -621,10 +619,10 @@ class TraceAssembly:
         """Write express releases into the memories of released spans, responses and traces (in order)."""
         log = self._express_log
         while log:
-            trace_id, e = log.popleft()
+            entry = log.popleft()  # (trace id, response ids or None, span id, span id, ...)
+            trace_id, response_ids = entry[0], entry[1]
             reason = REASON_COMPLETE
-            response_ids = e[2]
-            for span_id in e[3:]:  # released entries keep [created, ids, response ids, span id, ...]
+            for span_id in entry[2:]:
                 self._released_spans.set(span_id, reason)
             for response_id in response_ids or ():
                 self._released_responses.set(response_id, reason)
