@@ -10,8 +10,9 @@ a slow tokenizer in one trace does not stall ``on_end`` of another. Nothing here
 failures become counters, log lines and ``tokenfix.status=error`` on the span.
 
 Hot paths (``on_end`` runs on the application's thread for every span): a span with no events and no
-response-ids key passes without the lock (a local root takes it only when something is held); an LLM
-span without events is held as it is, in the assembly's express lane (no SpanView, no parsing); a trace
+response-ids key passes without the lock (a local root takes it only when something is held or pending);
+an LLM span without events (not a root) is appended to the assembly's pending lane without the lock (no
+SpanView, no parsing, not even its weight); its root's end sends it on straight from there; a trace
 released without any edit event goes out untouched. SpanViews are built, ids parsed and copies made only
 for traces that have edits. When downstream is the SDK's own ``BatchSpanProcessor``, spans are handed to its
 queue directly after the same sampled check its ``on_end`` makes (see :mod:`.downstream`).
@@ -78,10 +79,13 @@ class TokenFixSpanProcessor(SpanProcessor):
             ``model -> tokenizer | None`` (see :class:`otel_tokenfix.sdk.tokenizers.TokenizerResolver`).
         default_tokenizer: used when ``tokenizers`` has none for a span's model.
         max_traces / max_spans / max_ids / hold_timeout: bounds; when hit, the oldest held spans are forwarded
-            uncorrected with ``tokenfix.status=error`` and the reason.
+            uncorrected with ``tokenfix.status=error`` and the reason. LLM spans wait on the assembly's pending
+            lane (no lock) until something takes it in, so the bounds may be exceeded by at most
+            ``PENDING_LIMIT`` spans (fewer for small bounds).
         root_grace: seconds a root LLM span (a trace of its own) stays held for edits from later traces.
         late_grace: seconds a late part of a trace (spans ending after their local root) stays held
-            after its last span, for its edits (no root will end it).
+            after its last span, for its edits (no root will end it); counted from when the pending lane is
+            taken in (the next root, edit or timer tick).
         timer_interval: seconds between background checks of timeouts (``None``: check only in
             ``on_end`` / ``force_flush``).
         mark_unchanged: in a trace that has edits, put ``tokenfix.status=unchanged`` on (a copy of) each LLM

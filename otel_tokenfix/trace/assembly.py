@@ -404,13 +404,6 @@ class TraceAssembly:
         self._express_log.append((trace_id, response_ids, *span_ids))
         return items
 
-    def hold_express(self, trace_id: int, span_id: int, item: Any, weight: int, response_id: str | None,
-                     now: float) -> bool:
-        """:meth:`_hold_express` when the pending lane is empty (else False: :meth:`add_held` takes it first)."""
-        if self.pending:
-            return False
-        return self._hold_express(trace_id, span_id, item, weight, response_id, now)
-
     def _hold_express(self, trace_id: int, span_id: int, item: Any, weight: int, response_id: str | None,
                       now: float) -> bool:
         """The express lane (see :meth:`add_held`, which tries it first): a span that is not a local root joins

@@ -212,81 +212,12 @@ def test_every_span_held_by_either_door_leaves_exactly_once(ops, max_traces, max
     assert len(a) == 0 and a.held_ids == 0
 
 
-def _fast_hold(a: TraceAssembly, s) -> list:
-    """The SDK processor's protocol for a non-root LLM span: hold_express, else add_held."""
-    w, rid = ids_weight(s.attributes), cv.read_response_id(s)
-    if not s.is_local_root and a.hold_express(s.trace_id, s.span_id, s, w, rid, a.clock()):
-        return []
-    return a.add_held(s.trace_id, s.span_id, s, s.is_local_root, w, rid)
-
-
-def _fast_root(a: TraceAssembly, tid: int) -> list:
-    """The SDK processor's protocol for a plain local root: a lock-free note, then end_express or end_root."""
-    a.note_root_unlocked(tid)
-    traces, express = a.holding
-    if not (traces or express):
-        return []
-    spans = a.end_express(tid, a.clock(), noted=True)
-    if spans is not None:
-        return [("express", tuple(spans))]
-    return a.end_root(tid)
-
-
-def _outcome(releases: list) -> list:
-    out = []
-    for rel in releases:
-        if isinstance(rel, tuple):  # an express release: complete, corrected, plain
-            out.extend((x.span_id, asm.REASON_COMPLETE, True, True) for x in rel[1])
-        else:
-            out.extend((x.span_id, rel.reason, rel.correct, rel.complete) for x in rel.spans)
-    return sorted(out)
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.sampled_from(["llm", "root", "plain_root", "edit", "tick"]),
-                          st.integers(0, 3)), max_size=60),
-       st.integers(1, 4), st.integers(1, 6), st.sampled_from([0, 1]))
-def test_the_processors_one_step_doors_release_exactly_what_the_general_ones_do(
-        ops, max_traces, max_spans, late_grace) -> None:
-    """hold_express / end_express / lock-free root notes (the processor's hot path) against add_held /
-    root_ended_unlocked / end_root, op by op: the same spans leave at the same step, for the same reason."""
-    kw = dict(max_traces=max_traces, max_spans=max_spans, hold_timeout=5, root_grace=2, late_grace=late_grace)
-    fast, fast_clock = make(**kw)
-    ref, ref_clock = make(**kw)
-    roots = {t: new_id() for t in range(5)}
-    for trace, kind, dt in ops:
-        fast_clock.t += dt
-        ref_clock.t += dt
-        tid = 1000 + trace
-        if kind == "llm":
-            s = llm(tid, [1, 2], parent=roots[trace])
-            got, want = _fast_hold(fast, s), hold(ref, s)
-        elif kind == "root":
-            s = llm(tid, [1], span_id=roots[trace])
-            roots[trace] = new_id()
-            got, want = _fast_hold(fast, s), hold(ref, s)
-        elif kind == "plain_root":
-            got = _fast_root(fast, tid)
-            want = [] if ref.root_ended_unlocked(tid) else ref.end_root(tid)
-            roots[trace] = new_id()
-        elif kind == "edit":
-            e = span(tid, parent=roots[trace], events=(edit(int(fast_clock.t * 1e9), "x"),))
-            got, want = fast.add(e).releases, ref.add(e).releases
-        else:
-            got, want = fast.tick(), ref.tick()
-        assert _outcome(got) == _outcome(want), (kind, trace)
-        assert (len(fast), fast.held_ids, fast.held_traces) == (len(ref), ref.held_ids, ref.held_traces)
-    assert _outcome(fast.drain()) == _outcome(ref.drain())
-
-
 def test_a_root_noted_without_the_lock_makes_a_later_span_a_late_part() -> None:
     a, clock = make(late_grace=2, hold_timeout=1000)
     t = new_id()
     a.note_root_unlocked(t)  # the root ended on another thread, nothing was held
     late = llm(t, [1], parent=new_id())
-    assert not a.hold_express(t, late.span_id, late, 1, None, clock())  # not express: a late part
-    assert a._express == {}  # noqa: SLF001 - refusing changed nothing
-    assert hold(a, late) == [] and a._traces[t].late  # noqa: SLF001
+    assert hold(a, late) == [] and a._traces[t].late and a._express == {}  # noqa: SLF001 - not express
     clock.t = 2
     [rel] = a.tick()
     assert rel.spans == (late,) and rel.reason == asm.REASON_LATE_PART
