@@ -4,24 +4,11 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trace_helpers import edit, llm, new_id, span
+from trace_helpers import edit, llm, make_assembly, new_id, span
 
 from otel_tokenfix.trace import assembly as asm
-from otel_tokenfix.trace.assembly import TraceAssembly
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def make(**kw) -> tuple[TraceAssembly, Clock]:
-    clock = Clock()
-    kw.setdefault("root_grace", 0)
-    return TraceAssembly(clock=clock, **kw), clock
+make = make_assembly
 
 
 def test_llm_spans_held_until_local_root_ends() -> None:

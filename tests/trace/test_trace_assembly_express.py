@@ -9,33 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from trace_helpers import edit, llm, new_id, span
+from trace_helpers import edit, hold, llm, make_assembly, new_id, span
 
 from otel_tokenfix.trace import assembly as asm
-from otel_tokenfix.trace import conventions as cv
-from otel_tokenfix.trace.assembly import TraceAssembly, ids_weight
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def make(**kw) -> tuple[TraceAssembly, Clock]:
-    clock = Clock()
-    kw.setdefault("root_grace", 0)
-    return TraceAssembly(clock=clock, **kw), clock
-
-
-def hold(a: TraceAssembly, s, item=None):
-    """What the SDK processor does for an LLM span without events."""
-    return a.add_held(s.trace_id, s.span_id, s if item is None else item, s.is_local_root,
-                      ids_weight(s.attributes), cv.read_response_id(s))
+make = make_assembly
 
 
 def test_express_trace_released_plain_at_its_root() -> None:
@@ -169,47 +147,6 @@ def test_drain_releases_express_traces() -> None:
     assert sorted(r.spans[0].span_id for r in rels) == sorted(c.span_id for c in calls)
     assert all(r.correct and not r.complete and r.reason == asm.REASON_SHUTDOWN for r in rels)
     assert len(a) == 0 and a.drain() == []
-
-
-@settings(max_examples=120, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.sampled_from(["llm", "root", "plain_root", "edit", "tick"]),
-                          st.integers(0, 3)), max_size=60),
-       st.integers(1, 4), st.integers(1, 6))
-def test_every_span_held_by_either_door_leaves_exactly_once(ops, max_traces, max_spans) -> None:
-    a, clock = make(max_traces=max_traces, max_spans=max_spans, hold_timeout=5, root_grace=2, late_grace=1)
-    roots = {t: new_id() for t in range(5)}
-    held: list[int] = []
-    out: list[int] = []
-    for trace, kind, dt in ops:
-        clock.t += dt
-        tid = 1000 + trace
-        releases = []
-        if kind == "llm":  # the express door (or its full path for roots / late parts)
-            s = llm(tid, [1, 2], parent=roots[trace])
-            releases = hold(a, s)
-            held.append(s.span_id)
-        elif kind == "root":  # a root LLM span through the express door: held with a root grace
-            s = llm(tid, [1], span_id=roots[trace])
-            roots[trace] = new_id()
-            releases = hold(a, s)
-            held.append(s.span_id)
-        elif kind == "plain_root":
-            if not a.root_ended_unlocked(tid):
-                releases = a.end_root(tid)
-            roots[trace] = new_id()
-        elif kind == "edit":
-            res = a.add(span(tid, parent=roots[trace], events=(edit(int(clock.t * 1e9), "x"),)))
-            assert not res.held
-            releases = res.releases
-        else:
-            releases = a.tick()
-        for rel in releases:
-            out.extend(x.span_id for x in rel.spans)
-        assert len(a) <= max_spans and len(a._traces) + len(a._express) <= max_traces
-    for rel in a.drain():
-        out.extend(x.span_id for x in rel.spans)
-    assert sorted(out) == sorted(held) and len(set(out)) == len(out)
-    assert len(a) == 0 and a.held_ids == 0
 
 
 def test_a_root_noted_without_the_lock_makes_a_later_span_a_late_part() -> None:

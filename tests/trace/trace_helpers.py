@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from otel_tokenfix.trace import conventions as cv
+from otel_tokenfix.trace.assembly import TraceAssembly, ids_weight
 from otel_tokenfix.trace.view import EventView, SpanView
 
 _ids = itertools.count(1)
@@ -53,3 +55,26 @@ def edit(time: int, text: str | None = None, **attrs: Any) -> EventView:
     for k, v in attrs.items():
         a["tokenfix.edit." + k.replace("__", ".")] = v
     return EventView("text.edited", time, a)
+
+
+class Clock:
+    """A clock the test moves by hand (``clock.t``)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_assembly(**kw: Any) -> tuple[TraceAssembly, Clock]:
+    """A TraceAssembly on a hand-moved clock, with no root grace unless given."""
+    clock = Clock()
+    kw.setdefault("root_grace", 0)
+    return TraceAssembly(clock=clock, **kw), clock
+
+
+def hold(a: TraceAssembly, s: SpanView, item: Any = None) -> list[Any]:
+    """The general door for an LLM span without events (what add_held's callers do)."""
+    return a.add_held(s.trace_id, s.span_id, s if item is None else item, s.is_local_root,
+                      ids_weight(s.attributes), cv.read_response_id(s))
