@@ -126,6 +126,24 @@ def test_edit_from_another_trace_reaches_a_held_call(qwen):
     assert qwen.decode(list(a[cv.RESPONSE_IDS]), skip_special_tokens=True) == "The sky is blue today."
 
 
+def test_edit_from_another_trace_reaches_a_pending_call_by_response_id(qwen):
+    """The call waits on the pending lane (its response id read there): the carrier's trace takes the lane in
+    before routing, so the edit still finds it."""
+    p = make_pipeline({MODEL: qwen})
+    run = p.tracer.start_span("run")
+    with trace.use_span(run, end_on_exit=False):
+        with p.tracer.start_as_current_span("llm", attributes=attrs(qwen, "The sky is green today.", **{
+                "gen_ai.response.id": "resp-sky"})):
+            pass
+    assert len(p.processor._assembly.pending) == 1  # noqa: SLF001 - on the lane, not taken in yet
+    with p.tracer.start_as_current_span("reviewer"):
+        record_edit("The sky is blue today.", target="resp-sky")
+    run.end()
+    a = p.one("llm").attributes
+    assert a[cv.STATUS] == cv.STATUS_CORRECTED and p.processor.stats["routed_edits"] == 1
+    assert qwen.decode(list(a[cv.RESPONSE_IDS]), skip_special_tokens=True) == "The sky is blue today."
+
+
 def _ctx(trace_id: int, span_id: int, remote: bool = False) -> SpanContext:
     return SpanContext(trace_id, span_id, is_remote=remote, trace_flags=TraceFlags(TraceFlags.SAMPLED))
 
