@@ -102,7 +102,7 @@ class TokenFixSpanProcessor(SpanProcessor):
     # the instance dict's keys, which slows every attribute read (measured: +8% per span)
     __slots__ = ("_assembly", "_clock", "_counters", "_downstream", "_downstream_emit", "_downstream_on_end",
                  "_end_express", "_held_express", "_held_fast", "_held_tick", "_held_traces", "_id_keys",
-                 "_instruments", "_lock", "_lookup", "_mark_unchanged", "_note_root", "_passed_fast", "_passed_tick",
+                 "_instruments", "_lock", "_lookup", "_mark_unchanged", "_note_root", "_passed_count", "_passed_fast",
                  "_pending", "_pending_limit", "_plain_fast", "_response_id_keys", "_response_keys",
                  "_root_ended_unlocked", "_shutdown", "_stop", "_timer", "_timer_interval", "_watch_keys",
                  "conventions", "warmed_up")
@@ -166,7 +166,7 @@ class TokenFixSpanProcessor(SpanProcessor):
         self._lock = threading.Lock()
         self._counters = {name: _ThreadCounter() for name in COUNTERS}
         self._passed_fast = _FastCounter()  # spans passed on the hot path (added to "passed" in stats)
-        self._passed_tick = self._passed_fast.tick
+        self._passed_count = self._passed_fast.count
         self._held_fast = _FastCounter()  # spans held on the hot path (added to "held" in stats)
         self._held_tick = self._held_fast.tick
         self._plain_fast = _FastCounter()  # held spans forwarded untouched (added to "unchanged" and "forwarded")
@@ -249,7 +249,7 @@ class TokenFixSpanProcessor(SpanProcessor):
             return
         # neither an LLM span nor an edit carrier: it passes now; a local root (a SpanContext is a tuple:
         # [0] trace id, [2] is_remote) first releases its trace's held spans, lock-free when none are held
-        self._passed_tick()
+        next(self._passed_count)
         if parent is None or parent[2]:
             try:
                 trace_id = ctx[0]
@@ -622,15 +622,16 @@ def _with_sdk_limits(conventions: Conventions) -> Conventions:
 
 
 class _FastCounter:
-    """The hot path's counter: ``next`` on an ``itertools.count`` is one C call (atomic under the GIL),
-    about half the cost of a thread-local cell."""
+    """The hot path's counter: ``next(counter.count)`` on an ``itertools.count`` is one C call (atomic under the
+    GIL), about half the cost of a thread-local cell; the builtin ``next`` touches one object less than the
+    bound ``tick`` (on the hottest path that is measurable)."""
 
     def __init__(self) -> None:
-        self._count = itertools.count()
-        self.tick = self._count.__next__
+        self.count = itertools.count()
+        self.tick = self.count.__next__
 
     def value(self) -> int:
-        return int(repr(self._count)[len("count("):-1])  # how many ticks so far, without ticking
+        return int(repr(self.count)[len("count("):-1])  # how many ticks so far, without ticking
 
 
 class _ThreadCounter:
