@@ -153,6 +153,17 @@ class _Memory:
         self.prev = self.cur
         self.cur = {}
 
+    def update(self, items: dict[Any, Any]) -> None:
+        """Many :meth:`set` at once, in ``size`` chunks (so it still remembers at least the last ``size``)."""
+        if len(items) <= self.size:
+            self.cur.update(items)
+            if len(self.cur) > self.size:
+                self.rotate()
+            return
+        keys = list(items)
+        for i in range(0, len(keys), self.size):
+            self.update({k: items[k] for k in keys[i:i + self.size]})
+
     def get(self, key: Any, default: Any = None) -> Any:
         value = self.cur.get(key, _MISSING)
         if value is _MISSING:
@@ -609,18 +620,22 @@ class TraceAssembly:
         express.clear()
 
     def _fold(self) -> None:
-        """Write express releases into the memories of released spans, responses and traces (in order)."""
+        """Write express releases into the memories of released spans, responses and traces (in order).
+
+        Why in bulk: the log waits until an edit needs the memories, so the first edit after a long edit-free
+        stretch folds up to ``memory`` traces at once, on its caller's thread and under its lock (16k traces:
+        ~22 ms with a call per key; a few ms with dict updates)."""
         log = self._express_log
-        while log:
-            entry = log.popleft()  # (trace id, response ids or None, span id, span id, ...)
-            trace_id, response_ids = entry[0], entry[1]
-            reason = REASON_COMPLETE
-            for span_id in entry[2:]:
-                self._released_spans.set(span_id, reason)
-            for response_id in response_ids or ():
-                self._released_responses.set(response_id, reason)
-            if not self._released_traces.get(trace_id):
-                self._released_traces.set(trace_id, reason)
+        if not log:
+            return
+        entries = list(log)  # appended only under the caller's lock, as this runs
+        log.clear()
+        reason = REASON_COMPLETE
+        self._released_spans.update(dict.fromkeys([s for e in entries for s in e[2:]], reason))
+        self._released_responses.update(dict.fromkeys([r for e in entries if e[1] for r in e[1]], reason))
+        traces = self._released_traces
+        known = traces.cur.get, traces.prev.get  # keep the first non-empty reason
+        traces.update({e[0]: reason for e in entries if not (known[0](e[0]) or known[1](e[0]))})
 
     # --- internals ---------------------------------------------------------------------------------
     def _root_ended(self, trace_id: int) -> bool:

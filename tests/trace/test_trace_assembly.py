@@ -230,3 +230,18 @@ def test_late_part_without_grace_leaves_at_once_and_a_second_local_root_ends_it(
     b.add(part)
     [rel] = b.end_root(t2)  # the second request's local root ends the late part at once
     assert rel.spans == (part,) and rel.reason == asm.REASON_COMPLETE
+
+
+def test_memory_update_in_bulk_remembers_like_one_set_at_a_time() -> None:
+    """The express log is folded into the released-span memories in bulk: the memory still keeps at least the
+    last ``size`` keys (and at most a bounded number), as with one ``set`` per key."""
+    from otel_tokenfix.trace.assembly import _Memory
+
+    for n in (3, 10, 11, 25, 64):
+        bulk, one = _Memory(10), _Memory(10)
+        keys = list(range(n))
+        bulk.update(dict.fromkeys(keys, "r"))
+        for k in keys:
+            one.set(k, "r")
+        assert all(k in bulk for k in keys[-10:]) and all(k in one for k in keys[-10:])
+        assert len(bulk) <= 30 and all(bulk.get(k) == "r" for k in keys[-10:])
