@@ -1,4 +1,4 @@
-"""The readers' fast paths (orjson, memo per span) give exactly what the general path gives: the same
+"""The readers' fast paths (orjson, msgspec, memo per span) give exactly what the general path gives: the same
 ids and logprobs as the stdlib-only reading, on every shape, including what orjson reads differently
 (integers beyond 64 bits, NaN, lone surrogates) and what it refuses."""
 
@@ -52,9 +52,10 @@ def texts(value) -> list[str]:
 
 
 def general(monkeypatch: pytest.MonkeyPatch, read, value):
-    """``read`` on a fresh span with orjson switched off: the stdlib-only general path."""
+    """``read`` on a fresh span with orjson and msgspec switched off: the stdlib-only general path."""
     with monkeypatch.context() as m:
         m.setattr(cv, "_orjson", None)
+        m.setattr(cv, "_LOGPROBS_DECODER", None)
         return read(value)
 
 
@@ -108,6 +109,8 @@ def test_memo_parses_once_and_hands_out_copies(monkeypatch):
     calls = []
     real = cv._parse_fast
     monkeypatch.setattr(cv, "_parse_fast", lambda v, m: calls.append(v) or real(v, m))
+    real_lp = cv._logprobs_msgspec  # the log-probs are read by msgspec (their fast path) or parsed
+    monkeypatch.setattr(cv, "_logprobs_msgspec", lambda v: calls.append(v) or real_lp(v))
     first = cv.read_logprobs(s, 2)
     first.append(99.0)  # a caller changing its list does not change the next reader's
     assert cv.read_logprobs(s, 2) == [-0.5, -1.0] and cv.read_logprobs(s, 3) is None
