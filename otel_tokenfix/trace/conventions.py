@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any, Union
 
 from .view import EventView, SpanView
@@ -577,26 +577,31 @@ _LOGPROB = itemgetter("logprob")
 # It answers only what it can prove equal to the general path (orjson, then the stdlib): a JSON list of
 # entries, or ``{"content": [...]}``, every entry with a JSON number ``logprob`` (msgspec refuses a bool,
 # null, string or missing one, and a number beyond the double range: the general path reads those). Equal
-# because both read a valid JSON document alike: duplicate keys last-wins, escaped keys unescaped,
-# floats correctly rounded, an integer literal an int (converted with ``float``). Two places they differ
-# are sent to the general path: an integer beyond orjson's exact range (-2**63 .. 2**64-1; orjson reads it
-# as a float), and nesting depth. orjson refuses past 1024 levels and the stdlib past the recursion
-# limit (as msgspec): a document msgspec reads but orjson refuses (deep, or a number overflowing in a
-# skipped field) is read by ``json.loads`` one step further down the stack, with a little less recursion
-# budget than msgspec had. So the document is decoded wrapped in ``_GUARD_DEPTH`` one-element arrays
-# (``tuple[X]``: exactly one element, so ``[`` * k + text + ``]`` * k decodes iff ``text`` is one JSON
-# document), which costs msgspec that many levels: whatever it reads, ``json.loads`` reads too.
+# because both read a valid JSON document alike: duplicate keys last-wins, escaped keys unescaped, floats
+# correctly rounded, an integer literal as ``float(int)`` (``-0`` too: 0.0). Two places they differ are
+# sent to the general path:
+# - an integer literal beyond -2**63 .. 2**64-1, which orjson reads as a float with its own rounding:
+#   any value of magnitude 2**63 or more (rounding is monotone, so such a literal lands there) falls back;
+# - nesting depth: orjson refuses past 1024 levels and the stdlib past the recursion limit (as msgspec),
+#   so a document msgspec reads but orjson refuses (deep, or a number overflowing in a skipped key) must
+#   be read by ``json.loads``, called one step further down the stack, with a little less recursion
+#   budget than msgspec had. So the document is decoded wrapped in ``_GUARD_DEPTH`` one-element arrays
+#   (``tuple[X]``: exactly one element, so ``[`` * k + text + ``]`` * k decodes iff ``text`` is one JSON
+#   document), which costs msgspec that many levels: whatever it reads, ``json.loads`` reads too.
+# An entry with a ``logprobs`` key (a choice, ``[{"logprobs": {"content": [...]}}]``: the general path's)
+# is refused there and then, not after skipping the whole choice.
 _GUARD_DEPTH = 32
 _GUARD_OPEN = "[" * _GUARD_DEPTH
 _GUARD_CLOSE = "]" * _GUARD_DEPTH
-_EXACT_INTS = (-(2**63), 2**64 - 1)  # orjson reads an integer literal in this range as an int
+_EXACT_BELOW = float(2**63)  # orjson reads an integer literal of smaller magnitude exactly
 
 if _msgspec is not None:
 
     class _LogprobEntry(_msgspec.Struct, gc=False):
-        """An OpenAI-style per-token entry, read for its ``logprob`` only (other keys skipped)."""
+        """An OpenAI-style per-token entry, read for its ``logprob`` only (other keys skipped unparsed)."""
 
-        logprob: float | int
+        logprob: float
+        logprobs: None = None  # a choice, not an entry: refused at its key
 
     class _LogprobContent(_msgspec.Struct, gc=False):
         """An OpenAI-style ``logprobs`` object: ``{"content": [entries]}`` (other keys skipped)."""
@@ -613,8 +618,6 @@ if _msgspec is not None:
 else:  # pragma: no cover - depends on the environment
     _LOGPROBS_DECODER = None
 
-_ENTRY_LOGPROB = attrgetter("logprob")
-
 
 def _logprobs_msgspec(value: str) -> list[float] | None:
     """The log-probs of a JSON ``logprobs.content`` string read with msgspec (see above); ``None`` when not
@@ -626,13 +629,10 @@ def _logprobs_msgspec(value: str) -> list[float] | None:
     for _ in range(_GUARD_DEPTH):
         doc = doc[0]
     entries = doc.content if doc.__class__ is _LogprobContent else doc
-    values = list(map(_ENTRY_LOGPROB, entries))
-    if set(map(type, values)) <= {float}:  # the usual case, checked in C
-        return values
-    low, high = _EXACT_INTS
-    if all(low <= v <= high for v in values if v.__class__ is int):
-        return list(map(float, values))
-    return None
+    values = [e.logprob for e in entries]  # floats: msgspec converts an integer literal itself
+    if values and not (-_EXACT_BELOW < min(values) and max(values) < _EXACT_BELOW):
+        return None
+    return values
 
 
 def _logprobs_from(value: Any, conv: Conventions) -> list[float] | None:

@@ -190,13 +190,15 @@ def test_what_the_fast_path_leaves_to_the_general_path(text):
     assert_same(text)
 
 
-def test_integers_read_exactly_within_orjsons_range_and_left_to_it_beyond():
-    for n in (0, -1, 2**53 + 1, -(2**63), 2**64 - 1):
-        text = f'[{{"logprob": {n}}}, {{"logprob": -0}}]'
-        assert cv._logprobs_msgspec(text) == [float(n), 0.0]
+def test_integers_read_exactly_and_left_to_the_general_path_near_orjsons_range():
+    """orjson reads an integer literal past -2**63 .. 2**64-1 as a float with its own rounding: any value
+    of magnitude 2**63 or more is left to the general path; below, ``float(int)`` on both paths."""
+    for n in (0, -1, 2**53 + 1, -(2**62) - 1, 2**62 + 3):
+        text = f'[{{"logprob": {n}}}, {{"logprob": -0}}, {{"logprob": 1e18}}]'
+        assert cv._logprobs_msgspec(text) == [float(n), 0.0, 1e18]
         assert_same(text)
-    for n in (-(2**63) - 1, 2**64, 2**70 + 1):
-        text = f'[{{"logprob": {n}}}]'
+    for n in (-(2**63) + 1, -(2**63), -(2**63) - 1, 2**63 - 1, 2**64 - 1, 2**64, 2**70 + 1, "1e19", "-1e300"):
+        text = f'[{{"logprob": -1.5}}, {{"logprob": {n}}}]'
         assert cv._logprobs_msgspec(text) is None
         assert_same(text)
 
