@@ -45,7 +45,7 @@ from ..trace.assembly import (
 )
 from ..trace.conventions import Conventions
 from ..trace.corrector import as_lookup, correct_release
-from .downstream import batch_emit
+from .downstream import batch_push
 from .spans import corrected_copy, plain_attributes, to_view
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class TokenFixSpanProcessor(SpanProcessor):
     def downstream(self, processor: SpanProcessor) -> None:
         self._downstream = processor
         self._downstream_on_end = processor.on_end  # bound once: the hot path calls it for every span
-        self._downstream_emit = batch_emit(processor)  # its queue, when that is exactly its on_end
+        self._downstream_emit = batch_push(processor)  # its queue, when that is exactly its on_end
 
     def __init__(
         self,
@@ -440,7 +440,9 @@ class TokenFixSpanProcessor(SpanProcessor):
 
     def _at_fork_reinit(self) -> None:
         """In a forked child: the held spans belong to the parent (which forwards them), so forget them;
-        fresh locks (one may have been held at fork time) and a fresh timer thread."""
+        fresh locks (one may have been held at fork time) and a fresh timer thread; the downstream queue is
+        looked at again (a batch queue the SDK has not reset yet is reached through its ``emit``)."""
+        self.downstream = self._downstream
         self._lock = threading.Lock()
         a = self._assembly
         self._assembly = TraceAssembly(

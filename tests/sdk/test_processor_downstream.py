@@ -111,3 +111,72 @@ def test_the_fast_path_is_really_taken_for_a_batch_span_processor() -> None:
     assert processor._downstream_emit is None  # noqa: SLF001
     processor.shutdown()
     bsp.shutdown()
+
+
+def test_batch_push_appends_only_where_emit_would_just_append(caplog) -> None:
+    """Not shut down, queue not full: the span is appended (what emit does, without asking the kernel for the
+    pid); otherwise emit runs, so a full queue or a shut-down processor drops, logs and counts as the SDK does."""
+    bsp = BatchSpanProcessor(Collect(), max_queue_size=4, max_export_batch_size=4, schedule_delay_millis=60_000)
+    queue_processor = bsp._batch_processor  # noqa: SLF001
+    push = downstream.batch_push(bsp)
+    assert push is not None and push != queue_processor.emit
+    worker_event = queue_processor._worker_awaken  # noqa: SLF001
+    queue_processor._worker_awaken = threading.Event()  # noqa: SLF001 - watch the wake-up (the worker waits on its own)
+    push_again = downstream.batch_push(bsp)  # captures this event
+    for i in range(3):
+        push_again(f"span{i}")
+    assert list(queue_processor._queue) == ["span2", "span1", "span0"]  # noqa: SLF001 - appended on the left
+    assert not queue_processor._worker_awaken.is_set()  # noqa: SLF001
+    push_again("span3")  # a full batch: the worker is woken, as emit does
+    assert queue_processor._worker_awaken.is_set()  # noqa: SLF001
+    with caplog.at_level("WARNING"):
+        push_again("span4")  # the queue is full: emit drops the oldest and says so
+    assert "Queue full" in caplog.text and len(queue_processor._queue) == 4  # noqa: SLF001
+    assert queue_processor._queue[0] == "span4"  # noqa: SLF001
+    queue_processor._queue.clear()  # noqa: SLF001
+    queue_processor._worker_awaken = worker_event  # noqa: SLF001 - so that shutdown wakes the worker
+    bsp.shutdown()
+    push_again("late")  # shut down: emit ignores it
+    assert "late" not in queue_processor._queue  # noqa: SLF001
+
+
+def test_a_changed_sdk_emit_is_called_not_replicated(monkeypatch) -> None:
+    from opentelemetry.sdk._shared_internal import BatchProcessor
+
+    real = BatchProcessor.emit
+
+    def emit_and_count(self, data):  # does one thing more: must be called for every span
+        real(self, data)
+
+    monkeypatch.setattr(BatchProcessor, "emit", emit_and_count)
+    bsp = BatchSpanProcessor(Collect())
+    try:
+        assert downstream.batch_push(bsp) == bsp._batch_processor.emit  # noqa: SLF001
+    finally:
+        bsp.shutdown()
+
+
+def test_a_forked_child_reaches_the_queue_through_emit() -> None:
+    """In the child the queue is the parent's until the SDK resets it: the processor recomputes its way to the
+    queue at fork and spans ended in the child are exported by the child."""
+    import os
+
+    exporter = Collect()
+    bsp = BatchSpanProcessor(exporter, schedule_delay_millis=60_000)
+    processor = TokenFixSpanProcessor(bsp, timer_interval=None)
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    pid = os.fork()
+    if pid == 0:
+        ok = processor._downstream_emit is not None  # noqa: SLF001
+        with provider.get_tracer("t").start_as_current_span("in-child"):
+            pass
+        provider.force_flush()
+        ok = ok and exporter.names == ["in-child"]
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with provider.get_tracer("t").start_as_current_span("in-parent"):
+        pass
+    provider.shutdown()
+    assert exporter.names == ["in-parent"]
