@@ -255,13 +255,7 @@ class TokenFixSpanProcessor(SpanProcessor):
                 trace_id = ctx[0]
                 self._note_root(trace_id)  # assembly.root_ended_unlocked, inlined
                 if self._pending or self._held_traces or self._held_express:
-                    # _plain_root, inlined for an express trace (its spans go out as they are: no edits)
-                    with self._lock:
-                        spans = self._end_express(trace_id, noted=True)
-                    if spans is None:
-                        self._plain_root(trace_id)
-                    else:
-                        self._emit_held(spans)
+                    self._plain_root(trace_id)
             except Exception:  # noqa: BLE001 - never raise into user code; the span still goes out
                 self._count("internal_errors")
                 logger.exception("tokenfix: handling a root span failed")
@@ -283,13 +277,10 @@ class TokenFixSpanProcessor(SpanProcessor):
         try:
             if self._shutdown:
                 return
-            now = self._clock()
-            releases: list[Release] = []
-            with self._lock:
-                spans = self._assembly.end_express(trace_id, now, noted=True)
-                if spans is None:
-                    releases = self._assembly.end_root(trace_id)
-            if spans is not None:  # an express trace: no edits anywhere
+            with self._lock:  # the commonest case first: a trace whose spans are all pending or express
+                spans = self._end_express(trace_id, noted=True)
+                releases = self._assembly.end_root(trace_id) if spans is None else ()
+            if spans is not None:  # no edits anywhere: its spans go out as they are
                 self._emit_held(spans)
             for release in releases:
                 self._process_one(release)
